@@ -1,0 +1,47 @@
+# The README's two commands: `make run` (the demo) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+ARTIFACTS ?= test-artifacts
+
+.PHONY: install run serve test lint format bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The demo: simulator + receiver + dispatcher + admin UI on SQLite.
+run: $(STAMP)
+	$(BIN)/respawn demo
+
+# The receiver, API and UI alone, on the configured database (see README: Configuration).
+serve: $(STAMP)
+	$(BIN)/respawn db upgrade
+	$(BIN)/respawn serve
+
+# PostgreSQL tests run when the server answers at PG_URL; browser tests when Chromium is
+# installed. .ci/run makes both required. Screenshots land in $(ARTIFACTS)/screenshots.
+test: $(STAMP)
+	RESPAWN_TEST_POSTGRES_URL="$${RESPAWN_TEST_POSTGRES_URL-$(PG_URL)}" \
+	RESPAWN_SCREENSHOTS="$(abspath $(ARTIFACTS))/screenshots" \
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(ARTIFACTS) .pytest_cache .mypy_cache .ruff_cache

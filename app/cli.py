@@ -1,0 +1,100 @@
+"""The `respawn` command: a Flask CLI group over `create_app`."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from app.config import ConfigError
+
+
+def _make_app() -> Flask:
+    from app import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+
+
+@click.group(cls=FlaskGroup, create_app=_make_app, add_default_commands=False)
+def main() -> None:
+    """respawn: restart failed Runner executions by policy."""
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@with_appcontext
+def db_upgrade(revision: str) -> None:
+    """Run the Alembic migrations up to REVISION."""
+    from app import migrate
+    from app.settings import get_settings
+
+    migrate.upgrade(get_settings().database_url, revision)
+    click.echo(f"database at {migrate.current_revision_name(get_settings().database_url)}")
+
+
+@main.command("serve")
+@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+@click.option("--workers", type=int, default=None, help="gunicorn workers (default: 2)")
+def serve(bind: str, workers: int | None) -> None:
+    """Serve the receiver, API and UI with gunicorn (config: app/gunicorn_conf.py)."""
+    from app.config import load_settings
+
+    try:
+        load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    conf = os.path.join(os.path.dirname(__file__), "gunicorn_conf.py")
+    argv = [sys.executable, "-m", "gunicorn", "-c", conf, "--bind", bind]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    argv.append("app:create_app()")
+    os.execv(sys.executable, argv)  # noqa: S606  (replaces this process with gunicorn)
+
+
+@main.group("user")
+def user_group() -> None:
+    """Admin UI users."""
+
+
+@user_group.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "operator"]), required=True)
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+@with_appcontext
+def user_add(name: str, role: str, password_stdin: bool) -> None:
+    """Create or update user NAME (password from a prompt, or stdin)."""
+    from app.users import UserError, save_user
+
+    if password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise click.ClickException("the passwords differ")
+    try:
+        created = save_user(current_app, name, role, password)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{'created' if created else 'updated'} {role} {name}")
+
+
+def register_app_commands(app: Flask) -> None:
+    """Commands that need an app are on `main`; nothing to add per app yet."""
+    _ = app
+
+
+def run(*args: Any) -> None:
+    main(*args)

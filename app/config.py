@@ -1,0 +1,159 @@
+"""Settings, read from `RESPAWN_*` environment variables once, in `create_app`.
+
+Every secret may instead come from a file named by `<NAME>_FILE` (Docker and Kubernetes
+secrets). Required settings that are missing stop the service with a message that names them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_RUNNER_API_URL = "https://api.runner.ctl.io"
+DEFAULT_RUNNER_AUTH_URL = "https://api.ctl.io/v2/authentication/login"
+
+
+class ConfigError(RuntimeError):
+    """The settings are incomplete or invalid; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    secret_key: str = field(repr=False)
+    callback_tokens: tuple[str, ...] = field(repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    policy_file: str = "policy.yaml"
+    runner_api_url: str = DEFAULT_RUNNER_API_URL
+    runner_auth_url: str = DEFAULT_RUNNER_AUTH_URL
+    runner_username: str | None = None
+    runner_password: str | None = field(default=None, repr=False)
+    runner_token: str | None = field(default=None, repr=False)
+    ssh_keys_file: str | None = None
+    dispatcher: str = "embedded"
+    max_body_bytes: int = 1024 * 1024
+    max_batch_items: int = 500
+    lease_seconds: float = 60.0
+    dispatch_interval: float = 2.0
+    reconcile_interval: float = 300.0
+    max_send_attempts: int = 8
+    policy_check_interval: float = 2.0
+    secure_cookies: bool = True
+    log_level: str = "INFO"
+    testing: bool = False
+
+
+# Environment variable → (field, kind). Kinds: str, secret (has a _FILE variant), list, int,
+# float, bool.
+_ENV: dict[str, tuple[str, str]] = {
+    "RESPAWN_DATABASE_URL": ("database_url", "secret"),
+    "RESPAWN_SECRET_KEY": ("secret_key", "secret"),
+    "RESPAWN_CALLBACK_TOKENS": ("callback_tokens", "secret_list"),
+    "RESPAWN_WEBHOOK_SECRET": ("webhook_secret", "secret"),
+    "RESPAWN_API_TOKENS": ("api_tokens", "secret_list"),
+    "RESPAWN_POLICY_FILE": ("policy_file", "str"),
+    "RESPAWN_RUNNER_API_URL": ("runner_api_url", "str"),
+    "RESPAWN_RUNNER_AUTH_URL": ("runner_auth_url", "str"),
+    "RESPAWN_RUNNER_USERNAME": ("runner_username", "str"),
+    "RESPAWN_RUNNER_PASSWORD": ("runner_password", "secret"),
+    "RESPAWN_RUNNER_TOKEN": ("runner_token", "secret"),
+    "RESPAWN_SSH_KEYS_FILE": ("ssh_keys_file", "str"),
+    "RESPAWN_DISPATCHER": ("dispatcher", "str"),
+    "RESPAWN_MAX_BODY_BYTES": ("max_body_bytes", "int"),
+    "RESPAWN_MAX_BATCH_ITEMS": ("max_batch_items", "int"),
+    "RESPAWN_LEASE_SECONDS": ("lease_seconds", "float"),
+    "RESPAWN_DISPATCH_INTERVAL": ("dispatch_interval", "float"),
+    "RESPAWN_RECONCILE_INTERVAL": ("reconcile_interval", "float"),
+    "RESPAWN_MAX_SEND_ATTEMPTS": ("max_send_attempts", "int"),
+    "RESPAWN_POLICY_CHECK_INTERVAL": ("policy_check_interval", "float"),
+    "RESPAWN_SECURE_COOKIES": ("secure_cookies", "bool"),
+    "RESPAWN_LOG_LEVEL": ("log_level", "str"),
+}
+
+
+def _read(environ: Mapping[str, str], name: str, secret: bool) -> str | None:
+    if secret and environ.get(f"{name}_FILE"):
+        path = Path(environ[f"{name}_FILE"])
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+    value = environ.get(name)
+    return value.strip() if value is not None and value.strip() != "" else None
+
+
+def _convert(name: str, kind: str, raw: str) -> Any:
+    try:
+        if kind.endswith("list"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            lowered = raw.lower()
+            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(raw)
+            return lowered in {"1", "true", "yes", "on"}
+    except ValueError:
+        raise ConfigError(f"{name}: not a valid {kind} value") from None
+    return raw
+
+
+def default_database_url(instance_path: str) -> str:
+    return "sqlite:///" + str(Path(instance_path) / "respawn.db")
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    instance_path: str = "instance",
+) -> Settings:
+    """Build the settings from the environment, then apply `overrides` (tests, the demo)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, (attr, kind) in _ENV.items():
+        raw = _read(environ, name, secret=kind.startswith("secret"))
+        if raw is not None:
+            values[attr] = _convert(name, kind, raw)
+    values.update(overrides or {})
+    testing = bool(values.get("testing"))
+
+    missing = []
+    if not values.get("callback_tokens"):
+        missing.append("RESPAWN_CALLBACK_TOKENS")
+    if not values.get("secret_key"):
+        if testing:
+            values["secret_key"] = secrets.token_hex(32)
+        else:
+            missing.append("RESPAWN_SECRET_KEY")
+    if missing:
+        raise ConfigError(
+            "missing required setting(s): "
+            + ", ".join(missing)
+            + " (set the variable, or NAME_FILE pointing at a file that holds it)"
+        )
+    values.setdefault("database_url", default_database_url(instance_path))
+    if values.get("dispatcher", "embedded") not in {"embedded", "off"}:
+        raise ConfigError("RESPAWN_DISPATCHER: must be 'embedded' or 'off'")
+    if isinstance(values.get("callback_tokens"), str):
+        values["callback_tokens"] = (values["callback_tokens"],)
+    if isinstance(values.get("api_tokens"), str):
+        values["api_tokens"] = (values["api_tokens"],)
+    for token in values["callback_tokens"]:
+        if len(token) < 16:
+            raise ConfigError("RESPAWN_CALLBACK_TOKENS: each token needs at least 16 characters")
+    known = {f.name for f in fields(Settings)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError("unknown setting(s): " + ", ".join(sorted(unknown)))
+    return Settings(**values)
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    return replace(settings, **changes)

@@ -1,0 +1,35 @@
+"""gunicorn settings for `respawn serve` and the container; each may be overridden by flags."""
+
+import os
+import re
+
+from gunicorn.glogging import Logger
+
+bind = os.environ.get("RESPAWN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("RESPAWN_WORKERS", "2"))
+threads = int(os.environ.get("RESPAWN_THREADS", "4"))
+worker_class = "gthread"
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+# A proxy in front sets X-Forwarded-*; trust it only from these addresses.
+forwarded_allow_ips = os.environ.get("RESPAWN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+accesslog = "-"
+errorlog = "-"
+limit_request_line = 8190
+
+_CALLBACK_TOKEN = re.compile(r"(/callbacks/)[^/\s?]+")
+
+
+class RedactingLogger(Logger):
+    """The access log, with the secret token of callback URLs masked."""
+
+    def atoms(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
+        atoms = super().atoms(resp, req, environ, request_time)
+        for key in ("r", "U"):
+            if isinstance(atoms.get(key), str):
+                atoms[key] = _CALLBACK_TOKEN.sub(r"\1***", atoms[key])
+        return atoms
+
+
+logger_class = RedactingLogger

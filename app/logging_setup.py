@@ -1,0 +1,49 @@
+"""Logging: one format, and secrets kept out of every record and traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from app.redact import redact_text
+
+_installed = False
+
+
+class RedactingFormatter(logging.Formatter):
+    """The formatted line, tracebacks included, with private keys and bearer tokens removed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+def _install_record_factory() -> None:
+    """Redact each record's message as it is made, so every handler sees the clean text."""
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return record
+        cleaned = redact_text(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True
+
+
+def configure_logging(level: str) -> None:
+    _install_record_factory()
+    root = logging.getLogger()
+    if not any(isinstance(h.formatter, RedactingFormatter) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level.upper())

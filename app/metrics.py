@@ -1,0 +1,15 @@
+"""Prometheus metrics. Counters are per process; gunicorn workers each keep their own."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+CALLBACKS = Counter("respawn_callbacks_total", "Callback deliveries by outcome", ["outcome"])
+EVENTS_STORED = Counter("respawn_events_stored_total", "Status events and documents stored")
+EVENT_DUPLICATES = Counter("respawn_event_duplicates_total", "Deliveries seen before")
+DECISIONS = Counter("respawn_decisions_total", "Policy decisions", ["action", "reason_code"])
+RESTART_CALLS = Counter(
+    "respawn_restart_calls_total", "Restart calls made to the Runner", ["outcome"]
+)
+RESTARTS_GIVEN_UP = Counter("respawn_restarts_given_up_total", "Restarts abandoned after retries")
+POLICY_STALE = Gauge("respawn_policy_stale", "1 when the policy file on disk was refused")

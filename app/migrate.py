@@ -1,0 +1,53 @@
+"""Alembic, driven from code: `respawn db upgrade`, readiness and tests use it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+
+
+def migrations_dir() -> Path:
+    for candidate in (
+        Path(__file__).resolve().parents[1] / "migrations",
+        Path.cwd() / "migrations",
+    ):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError("the migrations/ folder is missing; run from the project folder")
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    # ConfigParser interpolation would choke on a % in a password.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str | None:
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return script.get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def current_revision_name(url: str) -> str | None:
+    from app.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        return current_revision(engine)
+    finally:
+        engine.dispose()

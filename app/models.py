@@ -1,0 +1,241 @@
+"""The stored record: executions, their runs (timers), events, failures, decisions, restarts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, JSONType, UTCDateTime, utcnow
+
+ID = String(128)
+
+
+class Execution(Base):
+    """One Runner execution as respawn knows it; the current run's state."""
+
+    __tablename__ = "executions"
+    __table_args__ = (Index("ix_executions_last_seen", "last_seen_at", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    execution_id: Mapped[str] = mapped_column(ID, unique=True)
+    account_alias: Mapped[str] = mapped_column(ID, default="", index=True)
+    job_id: Mapped[str] = mapped_column(ID, default="", index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    # Position of the current state: run (0-based) and the status's rank within it.
+    run_index: Mapped[int] = mapped_column(Integer, default=0)
+    status_rank: Mapped[int] = mapped_column(Integer, default=0)
+    run_count: Mapped[int] = mapped_column(Integer, default=1)
+    failed_hosts: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    repository_log: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+    is_vpn_established: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    first_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_event_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    first_failure_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    restart_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    runs: Mapped[list[ExecutionRun]] = relationship(
+        back_populates="execution", order_by="ExecutionRun.run_index", lazy="raise"
+    )
+
+
+class ExecutionRun(Base):
+    """One timer: a run of the execution (the first, then one per restart)."""
+
+    __tablename__ = "execution_runs"
+    __table_args__ = (UniqueConstraint("execution_pk", "run_index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    execution_pk: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    run_index: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    start_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    end_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # True while the time comes from status events only, not from an execution document.
+    start_derived: Mapped[bool] = mapped_column(Boolean, default=False)
+    end_derived: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    execution: Mapped[Execution] = relationship(back_populates="runs", lazy="raise")
+
+
+class Event(Base):
+    """One stored delivery: a status event or an execution document (secrets redacted)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_execution", "execution_pk", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    execution_pk: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    run_index: Mapped[int] = mapped_column(Integer)
+    delivery_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # Set when the sender named the delivery (a `webhook-id` header).
+    webhook_key: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "event" | "document"
+    event_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    event_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    event_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    event_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    payload: Mapped[Any] = mapped_column(JSONType)
+
+
+class HostFailure(Base):
+    """A host that failed in one run, with what Ansible said about it."""
+
+    __tablename__ = "host_failures"
+    __table_args__ = (
+        UniqueConstraint("execution_pk", "run_index", "host"),
+        Index("ix_host_failures_host_time", "host", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    execution_pk: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    run_index: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(255))
+    failure_class: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stderr_tail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    rc: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    changed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Job(Base):
+    """What respawn knows of a Runner job (its description is fetched and cached)."""
+
+    __tablename__ = "jobs"
+
+    job_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_alias: Mapped[str] = mapped_column(ID, default="")
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    fetched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    fetch_error: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class Decision(Base):
+    """What the policy (or an operator) decided for a failed run, and why."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_execution", "execution_pk", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    execution_pk: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    run_index: Mapped[int] = mapped_column(Integer)
+    # "auto:<execution pk>:<run>" for the policy, so one run is never decided twice.
+    decision_key: Mapped[str] = mapped_column(String(96), unique=True)
+    origin: Mapped[str] = mapped_column(String(16))  # "policy" | "manual"
+    action: Mapped[str] = mapped_column(String(16))  # "restart" | "skip"
+    hosts: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    excluded_hosts: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list)
+    due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    backoff_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rule: Mapped[str] = mapped_column(String(128))
+    reason_code: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    policy_version: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Restart(Base):
+    """The outbox: one restart call to make for a decision, claimed under a lease."""
+
+    __tablename__ = "restarts"
+    __table_args__ = (Index("ix_restarts_state_due", "state", "due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id"), unique=True)
+    execution_pk: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), index=True
+    )
+    run_index: Mapped[int] = mapped_column(Integer)
+    manual: Mapped[bool] = mapped_column(Boolean, default=False)
+    counts_against_budget: Mapped[bool] = mapped_column(Boolean, default=True)
+    # pending → in_flight → done | failed | not_needed; pending → cancelled
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    hosts: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    timers_before: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    outcome_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # How the run this restart started ended: "succeeded" | "failed_again".
+    result: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    result_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancelled_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class RestartAttempt(Base):
+    """One try at the restart call: when, by whom, what the Runner answered."""
+
+    __tablename__ = "restart_attempts"
+    __table_args__ = (Index("ix_restart_attempts_restart", "restart_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    restart_id: Mapped[int] = mapped_column(ForeignKey("restarts.id", ondelete="CASCADE"))
+    worker: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(32), default="started")
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Pause(Base):
+    """Automatic restarts paused globally (job_id "") or for one job."""
+
+    __tablename__ = "pauses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[str] = mapped_column(ID, unique=True)  # "" = every job
+    paused_by: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    paused_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))  # "viewer" | "operator"
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """An operator's action: who did what to which target."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(255))
+    detail: Mapped[Any | None] = mapped_column(JSONType, nullable=True)

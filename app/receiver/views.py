@@ -1,0 +1,112 @@
+"""`POST /callbacks/<token>`: the Runner's live status feed."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from app import metrics
+from app.db import get_session, utcnow
+from app.decisions import decide_failed_runs
+from app.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from app.receiver import signatures
+from app.receiver.services import parse_deliveries, record_deliveries
+from app.settings import get_settings
+
+bp = Blueprint("receiver", __name__)
+log = logging.getLogger(__name__)
+
+_WRITE_ATTEMPTS = 3
+
+
+def _token_known(token: str) -> bool:
+    known = False
+    for candidate in get_settings().callback_tokens:
+        known |= hmac.compare_digest(token.encode(), candidate.encode())
+    return known
+
+
+def _reject_constant(value: str) -> Any:
+    raise ValueError(value)
+
+
+def _read_json_body() -> tuple[Any, bytes]:
+    settings = get_settings()
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType("send the body as application/json")
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise PayloadTooLarge(f"body larger than {settings.max_body_bytes} bytes")
+    raw = request.get_data(cache=False)
+    if len(raw) > settings.max_body_bytes:
+        raise PayloadTooLarge(f"body larger than {settings.max_body_bytes} bytes")
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise BadRequest("the body is not valid JSON") from None
+    return body, raw
+
+
+@bp.post("/callbacks/<token>")
+def receive_callback(token: str) -> Response:
+    if not _token_known(token):
+        metrics.CALLBACKS.labels(outcome="unknown_token").inc()
+        raise NotFound("no such callback")
+    body, raw = _read_json_body()
+    settings = get_settings()
+    webhook_id = request.headers.get("webhook-id")
+    if settings.webhook_secret:
+        try:
+            signatures.verify(
+                settings.webhook_secret,
+                webhook_id,
+                request.headers.get("webhook-timestamp"),
+                request.headers.get("webhook-signature"),
+                raw,
+            )
+        except signatures.SignatureError as exc:
+            metrics.CALLBACKS.labels(outcome="bad_signature").inc()
+            raise Unauthorized(str(exc), code="bad_signature") from None
+    deliveries = parse_deliveries(body, webhook_id, settings.max_batch_items)
+
+    session = get_session()
+    for attempt in range(1, _WRITE_ATTEMPTS + 1):
+        try:
+            with session.begin():
+                now = utcnow()
+                result = record_deliveries(session, deliveries, now)
+                queued = decide_failed_runs(session, result.executions.values(), now)
+            break
+        except IntegrityError:
+            # A concurrent delivery of the same event or execution won the insert; run again
+            # and this one is seen as the duplicate it is.
+            session.rollback()
+            if attempt == _WRITE_ATTEMPTS:
+                log.warning("callback write kept conflicting; giving up")
+                raise ServiceUnavailable("busy; retry the delivery") from None
+        except OperationalError:
+            session.rollback()
+            log.exception("database unavailable while recording a callback")
+            raise ServiceUnavailable("database unavailable; retry the delivery") from None
+    if queued:
+        wake = current_app.extensions.get("respawn.wake_dispatcher")
+        if wake is not None:
+            wake()
+    metrics.CALLBACKS.labels(outcome="accepted").inc()
+    metrics.EVENTS_STORED.inc(result.accepted)
+    metrics.EVENT_DUPLICATES.inc(result.duplicates)
+    response = jsonify({"accepted": result.accepted, "duplicates": result.duplicates})
+    response.status_code = 202
+    return response

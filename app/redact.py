@@ -1,0 +1,65 @@
+"""Secrets out of everything respawn stores, logs or shows.
+
+The Runner sends secrets in `sshPrivateKey`, `password`, `credentials` and `bearerToken`, at
+any depth, and echoes repository credentials back in job answers (RUNNER_API.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+REDACTED = "[redacted]"
+
+_SECRET_KEYS = frozenset(
+    {
+        "sshprivatekey",
+        "privatekey",
+        "password",
+        "passwd",
+        "credentials",
+        "bearertoken",
+        "token",
+        "accesstoken",
+        "authorization",
+        "secret",
+        "apikey",
+    }
+)
+_PEM = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)", re.S
+)
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+_MAX_DEPTH = 64
+
+
+def _is_secret_key(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    normal = key.replace("_", "").replace("-", "").lower()
+    return normal in _SECRET_KEYS or normal.endswith(("password", "privatekey", "secret"))
+
+
+def redact_text(text: str) -> str:
+    """Private keys and bearer tokens out of free text (messages, error bodies, logs)."""
+    text = _PEM.sub(REDACTED, text)
+    return _BEARER.sub(r"\1" + REDACTED, text)
+
+
+def redact(value: Any, _depth: int = 0) -> Any:
+    """A copy of a JSON-like value with every secret field replaced by "[redacted]"."""
+    if _depth > _MAX_DEPTH:
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {
+            str(k): (
+                REDACTED if _is_secret_key(k) and v not in (None, "") else redact(v, _depth + 1)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(item, _depth + 1) for item in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value

@@ -1,0 +1,96 @@
+"""Builders of Runner feed payloads for tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+EXECUTION_ID = "44fdcfa2-6a7f-46d3-9f71-22e629e2358a"
+JOB_ID = "1111505e-6773-494a-b2bf-d2cc2684710d"
+ACCOUNT = "XXXX"
+
+
+def event(
+    event_type: str,
+    timestamp: int,
+    host: str | None = None,
+    *,
+    event_id: str | None = None,
+    execution_id: str = EXECUTION_ID,
+    job_id: str = JOB_ID,
+    account: str = ACCOUNT,
+    **message: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = dict(message)
+    if host is not None:
+        body["host"] = host
+    return {
+        "id": event_id or f"{execution_id[:8]}-{event_type}-{host}-{timestamp}",
+        "timestamp": timestamp,
+        "account_alias": account,
+        "job_id": job_id,
+        "execution_id": execution_id,
+        "event_type": event_type,
+        "message": body,
+        "notifications": [],
+    }
+
+
+def failing_run_events(
+    start_ms: int,
+    failing: tuple[str, ...] = ("web2", "web3"),
+    prefix: str = "a",
+    execution_id: str = EXECUTION_ID,
+    job_id: str = JOB_ID,
+    account: str = ACCOUNT,
+) -> list[dict[str, Any]]:
+    """A run on web1..web3 where `failing` hosts fail (web3 unreachable, others a task)."""
+    t = start_ms
+    common: dict[str, Any] = {"execution_id": execution_id, "job_id": job_id, "account": account}
+    events = [
+        event("playbook_on_start", t, event_id=f"{prefix}1", **common),
+        event(
+            "playbook_on_task_start", t + 100, event_id=f"{prefix}2", task="restart nginx", **common
+        ),
+        event("runner_on_ok", t + 200, "web1", event_id=f"{prefix}3", changed=False, **common),
+    ]
+    stats: dict[str, dict[str, int]] = {
+        "web1": {"ok": 3, "changed": 0, "unreachable": 0, "failures": 0, "skipped": 0}
+    }
+    for n, host in enumerate(failing):
+        if host == "web3":
+            events.append(
+                event(
+                    "runner_on_unreachable",
+                    t + 300 + n,
+                    host,
+                    event_id=f"{prefix}u{n}",
+                    msg="Failed to connect to the host via ssh: Connection refused",
+                    unreachable=True,
+                    **common,
+                )
+            )
+            stats[host] = {"ok": 0, "changed": 0, "unreachable": 1, "failures": 0, "skipped": 0}
+        else:
+            events.append(
+                event(
+                    "runner_on_failed",
+                    t + 300 + n,
+                    host,
+                    event_id=f"{prefix}f{n}",
+                    msg="non-zero return code",
+                    rc=2,
+                    changed=False,
+                    stderr="psql: could not connect to server: Connection timed out",
+                    task="migrate",
+                    **common,
+                )
+            )
+            stats[host] = {"ok": 1, "changed": 0, "unreachable": 0, "failures": 1, "skipped": 0}
+    status = "FAILURE" if failing else "SUCCESS"
+    events.append(event("playbook_on_stats", t + 900, event_id=f"{prefix}8", **common))
+    events.append(
+        event(
+            "playbook_result", t + 1000, event_id=f"{prefix}9", status=status, stats=stats, **common
+        )
+    )
+    return events

@@ -1,0 +1,52 @@
+"""Deliveries racing each other: the same event from many threads is stored once."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+
+from flask import Flask
+from sqlalchemy import func, select
+
+from app.db import transaction
+from app.models import Event, Execution
+from tests.conftest import CALLBACK_TOKEN
+from tests.feed import failing_run_events
+
+
+def test_parallel_duplicate_deliveries_store_each_event_once(app: Flask) -> None:
+    events = failing_run_events(1_700_000_000_000)
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+    barrier = threading.Barrier(6)
+
+    def deliver() -> None:
+        client = app.test_client()
+        barrier.wait()
+        for item in events:
+            response = client.post(
+                f"/callbacks/{CALLBACK_TOKEN}",
+                data=json.dumps(item),
+                content_type="application/json",
+            )
+            with lock:
+                outcomes[str(response.status_code)] += 1
+                if response.status_code == 202:
+                    body = response.get_json()
+                    outcomes["accepted"] += body["accepted"]
+                    outcomes["duplicates"] += body["duplicates"]
+
+    threads = [threading.Thread(target=deliver) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert outcomes["202"] == 6 * len(events)
+    assert outcomes["accepted"] == len(events)
+    assert outcomes["duplicates"] == 5 * len(events)
+    with transaction(app) as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == len(events)
+        assert session.scalar(select(func.count()).select_from(Execution)) == 1
+        assert session.scalars(select(Execution.status)).one() == "FAILURE"
