@@ -59,10 +59,8 @@ def _configure(app: Flask, config: Mapping[str, Any] | Settings | None) -> Setti
 
 
 def _init_policy(app: Flask, settings: Settings) -> None:
-    try:  # TEMP until the policy engine lands
-        from app.policy_source import PolicySource  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return
+    from app.policy_source import PolicySource
+
     app.extensions["respawn.policy"] = PolicySource(
         settings.policy_file, check_interval=settings.policy_check_interval
     )

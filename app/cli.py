@@ -16,11 +16,15 @@ from app.config import ConfigError
 
 def _make_app() -> Flask:
     from app import create_app
+    from app.policy import PolicyError
 
     try:
         return create_app()
     except ConfigError as exc:
         raise click.ClickException(f"configuration: {exc}") from None
+    except PolicyError as exc:
+        problems = "\n".join(str(p) for p in exc.problems)
+        raise click.ClickException(f"the policy file is invalid:\n{problems}") from None
 
 
 @click.group(cls=FlaskGroup, create_app=_make_app, add_default_commands=False)

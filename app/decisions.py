@@ -1,15 +1,355 @@
-"""Deciding on failed runs: the bridge between the stored record and the pure policy."""
+"""Deciding on failed runs: the bridge between the stored record and the pure policy.
+
+The receiver and the reconciler call `decide_failed_runs` inside the transaction that stored
+the failure. It gathers what the engine needs (failed hosts, budgets, host history, breaker
+outcomes, pauses) with a few bounded queries, asks `app.policy.decide_restart`, and stores
+the decision and, for a restart, the outbox row the dispatcher will carry out.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
+from flask import Flask, current_app
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Execution
+from app import metrics
+from app.documents import FAILED_STATUSES
+from app.errors import Conflict, Invalid
+from app.models import Decision, Execution, HostFailure, Job, Pause, Restart
+from app.policy import (
+    BudgetUsage,
+    DecisionInput,
+    Policy,
+    RestartOutcome,
+    decide_restart,
+)
+from app.policy import (
+    Decision as PolicyDecision,
+)
+from app.policy import (
+    HostFailure as PolicyHostFailure,
+)
+from app.policy_source import LoadedPolicy
+
+ACTIVE_RESTART_STATES = ("pending", "in_flight")
+BUDGET_STATES = ("pending", "in_flight", "done")
+MAX_HOST_HISTORY = 500
+MAX_OUTCOMES = 5000
 
 
-def decide_failed_runs(session: Session, executions: Iterable[Execution], now: dt.datetime) -> int:
+def current_policy(app: Flask | None = None) -> LoadedPolicy:
+    source = (app or current_app).extensions["respawn.policy"]
+    loaded: LoadedPolicy = source.current()
+    return loaded
+
+
+def auto_decision_key(execution: Execution) -> str:
+    return f"auto:{execution.id}:{execution.run_index}"
+
+
+def _failed_hosts(session: Session, execution: Execution) -> tuple[PolicyHostFailure, ...]:
+    rows = session.scalars(
+        select(HostFailure)
+        .where(
+            HostFailure.execution_pk == execution.id,
+            HostFailure.run_index == execution.run_index,
+        )
+        .order_by(HostFailure.host)
+    )
+    hosts = []
+    for row in rows:
+        # A message rule must see the real error text, which Ansible often puts in stderr.
+        text = "\n".join(part for part in (row.message, row.stderr_tail) if part)
+        hosts.append(PolicyHostFailure(row.host, row.failure_class, text, row.changed))
+    return tuple(hosts)
+
+
+def _budget_count(
+    session: Session, since: dt.datetime, job_id: str | None = None, account: str | None = None
+) -> int:
+    query = (
+        select(func.count())
+        .select_from(Restart)
+        .where(
+            Restart.created_at >= since,
+            Restart.counts_against_budget.is_(True),
+            Restart.state.in_(BUDGET_STATES),
+        )
+    )
+    if job_id is not None or account is not None:
+        query = query.join(Execution, Execution.id == Restart.execution_pk)
+        if job_id is not None:
+            query = query.where(Execution.job_id == job_id)
+        if account is not None:
+            query = query.where(Execution.account_alias == account)
+    return session.scalar(query) or 0
+
+
+def budget_usage(
+    session: Session, policy: Policy, execution: Execution, now: dt.datetime
+) -> BudgetUsage:
+    limits = policy.limits
+    return BudgetUsage(
+        per_job=_budget_count(session, now - limits.per_job.window, job_id=execution.job_id)
+        if limits.per_job
+        else 0,
+        per_account=_budget_count(
+            session, now - limits.per_account.window, account=execution.account_alias
+        )
+        if limits.per_account
+        else 0,
+        global_=_budget_count(session, now - limits.global_.window) if limits.global_ else 0,
+    )
+
+
+def _host_history(
+    session: Session, policy: Policy, hosts: Sequence[str], now: dt.datetime
+) -> dict[str, tuple[dt.datetime, ...]]:
+    per_host = policy.limits.per_host
+    if per_host is None or not hosts:
+        return {}
+    since = now - (per_host.window + per_host.quarantine)
+    history: dict[str, list[dt.datetime]] = {host: [] for host in hosts}
+    rows = session.execute(
+        select(HostFailure.host, HostFailure.occurred_at)
+        .where(HostFailure.host.in_(hosts), HostFailure.occurred_at >= since)
+        .order_by(HostFailure.occurred_at.desc())
+        .limit(MAX_HOST_HISTORY * len(hosts))
+    )
+    for host, occurred_at in rows:
+        history[host].append(occurred_at)
+    return {host: tuple(sorted(times)) for host, times in history.items()}
+
+
+def _restart_outcomes(
+    session: Session, policy: Policy, now: dt.datetime
+) -> tuple[RestartOutcome, ...]:
+    breaker = policy.circuit_breaker
+    if breaker is None:
+        return ()
+    since = now - (breaker.window + breaker.cool_down)
+    rows = session.execute(
+        select(Restart.result_at, Restart.result)
+        .where(
+            Restart.manual.is_(False),
+            Restart.result.is_not(None),
+            Restart.result_at >= since,
+        )
+        .order_by(Restart.result_at.desc())
+        .limit(MAX_OUTCOMES)
+    )
+    return tuple(
+        sorted(RestartOutcome(at, result == "failed_again") for at, result in rows if at)
+    )
+
+
+def pause_reason(session: Session, job_id: str) -> str | None:
+    pauses = {
+        p.job_id: p for p in session.scalars(select(Pause).where(Pause.job_id.in_(("", job_id))))
+    }
+    if "" in pauses:
+        return f"automatic restarts paused globally by {pauses[''].paused_by}"
+    if job_id in pauses:
+        return f"automatic restarts paused for this job by {pauses[job_id].paused_by}"
+    return None
+
+
+def _prior_restarts(session: Session, execution: Execution) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Restart)
+            .where(
+                Restart.execution_pk == execution.id,
+                Restart.manual.is_(False),
+                Restart.state != "cancelled",
+            )
+        )
+        or 0
+    )
+
+
+def decision_input(
+    session: Session, policy: Policy, execution: Execution, now: dt.datetime
+) -> DecisionInput:
+    """Everything the engine needs to decide on the execution's current (failed) run."""
+    hosts = _failed_hosts(session, execution)
+    job = session.get(Job, execution.job_id) if execution.job_id else None
+    return DecisionInput(
+        execution_id=execution.execution_id,
+        account=execution.account_alias,
+        job_id=execution.job_id,
+        job_description=job.description if job else None,
+        status=execution.status,
+        run_index=execution.run_index,
+        run_count=execution.run_count,
+        first_failure_at=execution.first_failure_at or now,
+        now=now,
+        failed_hosts=hosts,
+        prior_restarts=_prior_restarts(session, execution),
+        usage=budget_usage(session, policy, execution, now),
+        host_failure_times=_host_history(session, policy, [h.host for h in hosts], now),
+        restart_outcomes=_restart_outcomes(session, policy, now),
+        paused=pause_reason(session, execution.job_id),
+    )
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    decision: Decision
+    restart: Restart | None
+
+
+def store_decision(
+    session: Session,
+    execution: Execution,
+    decision: PolicyDecision,
+    key: str,
+    now: dt.datetime,
+) -> StoredDecision:
+    row = Decision(
+        execution_pk=execution.id,
+        run_index=execution.run_index,
+        decision_key=key,
+        origin="policy",
+        action=decision.action,
+        hosts=list(decision.hosts),
+        excluded_hosts=[
+            {"host": h.host, "code": h.code, "reason": h.reason} for h in decision.excluded_hosts
+        ],
+        due_at=decision.due_at,
+        backoff_seconds=decision.backoff_seconds,
+        rule=decision.rule,
+        reason_code=decision.reason_code,
+        reason=decision.reason,
+        policy_version=decision.policy_version,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    restart = None
+    if decision.restart:
+        restart = _queue_restart(session, execution, row, decision.due_at or now, now, True)
+    metrics.DECISIONS.labels(action=decision.action, reason_code=decision.reason_code).inc()
+    return StoredDecision(row, restart)
+
+
+def _queue_restart(
+    session: Session,
+    execution: Execution,
+    decision: Decision,
+    due_at: dt.datetime,
+    now: dt.datetime,
+    counts: bool,
+    manual: bool = False,
+) -> Restart:
+    restart = Restart(
+        decision_id=decision.id,
+        execution_pk=execution.id,
+        run_index=execution.run_index,
+        manual=manual,
+        counts_against_budget=counts,
+        state="pending",
+        hosts=list(decision.hosts),
+        due_at=due_at,
+        attempts=0,
+        timers_before=execution.run_index + 1,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(restart)
+    session.flush()
+    return restart
+
+
+def decide_failed_runs(
+    session: Session,
+    executions: Iterable[Execution],
+    now: dt.datetime,
+    policy: Policy | None = None,
+) -> int:
     """Decide each failed run that has no decision yet; return how many restarts were queued."""
-    return 0
+    failed = [e for e in executions if e.status in FAILED_STATUSES]
+    if not failed:
+        return 0
+    policy = policy or current_policy().policy
+    keys = {auto_decision_key(e): e for e in failed}
+    decided = set(
+        session.scalars(select(Decision.decision_key).where(Decision.decision_key.in_(keys)))
+    )
+    queued = 0
+    for key, execution in keys.items():
+        if key in decided:
+            continue
+        decision = decide_restart(policy, decision_input(session, policy, execution, now))
+        stored = store_decision(session, execution, decision, key, now)
+        queued += stored.restart is not None
+    return queued
+
+
+def queue_manual_restart(
+    session: Session,
+    execution: Execution,
+    hosts: Sequence[str] | None,
+    actor: str,
+    now: dt.datetime,
+    policy: Policy,
+    note: str | None = None,
+) -> StoredDecision:
+    """An operator's restart, through the same outbox; hosts None means every failed host."""
+    if execution.status not in FAILED_STATUSES:
+        raise Conflict(
+            f"execution is {execution.status}; only a failed execution can be restarted",
+            code="not_failed",
+        )
+    active = session.scalar(
+        select(func.count())
+        .select_from(Restart)
+        .where(Restart.execution_pk == execution.id, Restart.state.in_(ACTIVE_RESTART_STATES))
+    )
+    if active:
+        raise Conflict("a restart of this execution is already pending", code="restart_pending")
+    failed = list(execution.failed_hosts)
+    chosen = failed if hosts is None else list(dict.fromkeys(hosts))
+    unknown = [h for h in chosen if h not in failed]
+    if unknown:
+        raise Invalid(
+            "hosts must be among the execution's failed hosts",
+            fields={"hosts": [f"{h!r} did not fail in the current run" for h in unknown]},
+        )
+    if not chosen and execution.status != "INIT_FAILURE" and hosts is None:
+        raise Invalid(
+            "no failed hosts are known; pass an empty host list to restart without one",
+            fields={"hosts": ["No failed hosts known."]},
+        )
+    what = f"{len(chosen)} of {len(failed)} failed hosts" if chosen else "with no host list"
+    reason = f"manual restart {what} by {actor}" + (f": {note}" if note else "")
+    row = Decision(
+        execution_pk=execution.id,
+        run_index=execution.run_index,
+        decision_key=f"manual:{uuid.uuid4().hex}",
+        origin="manual",
+        action="restart",
+        hosts=chosen,
+        excluded_hosts=[],
+        due_at=now,
+        backoff_seconds=0.0,
+        rule="manual",
+        reason_code="manual",
+        reason=reason,
+        policy_version=policy.version_hash,
+        actor=actor,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    restart = _queue_restart(
+        session, execution, row, now, now, policy.limits.count_manual, manual=True
+    )
+    metrics.DECISIONS.labels(action="restart", reason_code="manual").inc()
+    return StoredDecision(row, restart)

@@ -186,7 +186,7 @@ def _set_status(
         execution.status = status
         execution.status_rank = rank
         if status in FAILED_STATUSES and execution.first_failure_at is None:
-            execution.first_failure_at = at
+            execution.first_failure_at = min(at, dt.datetime.now(dt.UTC))
         if rank == FINAL_RANK and run_index > 0:
             _record_restart_result(session, execution, run_index, status, at)
     if rank > STATUS_RANK.get(run.status, 0):

@@ -1,0 +1,637 @@
+"""Parse and validate a policy text: every problem with its line, or a frozen ``Policy``.
+
+The YAML is composed into nodes (which keep their line numbers) and walked by hand, so that
+unknown keys, duplicate keys and wrong types are all reported with the line they are on, and
+all of them in one go rather than only the first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import timedelta
+from typing import Final
+
+import yaml
+
+from app.policy.durations import format_duration, parse_duration
+from app.policy.model import (
+    ACTIONS,
+    DEFAULT_GLOBAL,
+    DEFAULT_PER_ACCOUNT,
+    DEFAULT_PER_JOB,
+    FAILED_STATUSES,
+    FAILURE_CLASSES,
+    HOSTS_MODES,
+    NO_RULE,
+    Backoff,
+    Budget,
+    CircuitBreaker,
+    Glob,
+    HostLimit,
+    Limits,
+    MessagePattern,
+    Policy,
+    PolicyError,
+    PolicyProblem,
+    Rule,
+    Settings,
+    When,
+)
+
+SCHEMA_VERSION: Final = 1
+MAX_RESTARTS_LIMIT: Final = 1000
+MAX_BUDGET: Final = 1_000_000
+MAX_NAME_LENGTH: Final = 100
+
+TOP_KEYS: Final = ("version", "defaults", "rules", "limits", "circuit_breaker")
+SETTINGS_KEYS: Final = (
+    "action",
+    "hosts",
+    "max_restarts",
+    "backoff",
+    "deadline",
+    "require_unchanged",
+)
+RULE_KEYS: Final = ("name", "description", "when", *SETTINGS_KEYS)
+WHEN_KEYS: Final = ("account", "job", "status", "host", "failure", "message")
+BACKOFF_KEYS: Final = ("initial", "factor", "max", "jitter")
+LIMITS_KEYS: Final = ("per_job", "per_account", "global", "per_host", "count_manual")
+BUDGET_KEYS: Final = ("restarts", "window")
+PER_HOST_KEYS: Final = ("failures", "window", "quarantine")
+BREAKER_KEYS: Final = ("failure_ratio", "min_restarts", "window", "cool_down")
+
+_TAG_STR: Final = "tag:yaml.org,2002:str"
+_TAG_NULL: Final = "tag:yaml.org,2002:null"
+_TAG_MERGE: Final = "tag:yaml.org,2002:merge"
+_TOP: Final = ""
+
+Entries = dict[str, tuple[yaml.Node, yaml.Node]]
+
+
+def policy_version(text: str) -> str:
+    """The short content hash that identifies a policy text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def parse_policy(text: str, source: str = "policy.yaml") -> Policy:
+    """Validate ``text`` and build the policy; raise ``PolicyError`` listing every problem."""
+    return _Parser(text, source).parse()
+
+
+class _Invalid:
+    """Marks a value that was already reported as a problem."""
+
+
+_INVALID: Final = _Invalid()
+
+
+class _Parser:
+    def __init__(self, text: str, source: str) -> None:
+        self.text = text
+        self.source = source
+        self.problems: list[PolicyProblem] = []
+        self.warnings: list[PolicyProblem] = []
+        self.loader = yaml.SafeLoader(text)
+
+    # --- entry point ----------------------------------------------------------------------------
+
+    def parse(self) -> Policy:
+        try:
+            try:
+                root = self.loader.get_single_node()
+            except yaml.MarkedYAMLError as exc:
+                raise PolicyError([self._yaml_problem(exc)]) from None
+            except yaml.YAMLError as exc:
+                raise PolicyError([self._yaml_problem(exc)]) from None
+            policy = self._policy(root)
+        finally:
+            self.loader.dispose()
+        if self.problems:
+            raise PolicyError(sorted(self.problems, key=lambda p: p.line))
+        return policy
+
+    def _yaml_problem(self, exc: yaml.YAMLError) -> PolicyProblem:
+        line = 1
+        if isinstance(exc, yaml.MarkedYAMLError):
+            mark = exc.problem_mark or exc.context_mark
+            if mark is not None:
+                line = mark.line + 1
+            parts = [p for p in (exc.context, exc.problem) if p]
+            what = "; ".join(parts) or "cannot be parsed"
+        elif isinstance(exc, yaml.reader.ReaderError):
+            line = self.text.count("\n", 0, exc.position) + 1
+            what = f"unacceptable character {exc.character!r} ({exc.reason})"
+        else:
+            what = str(exc)
+        return PolicyProblem(self.source, line, f"not valid YAML: {what}")
+
+    # --- reporting ------------------------------------------------------------------------------
+
+    def error(self, node: yaml.Node | None, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else 1
+        self.problems.append(PolicyProblem(self.source, line, message))
+
+    def warn(self, line: int, message: str) -> None:
+        self.warnings.append(PolicyProblem(self.source, line, message))
+
+    @staticmethod
+    def join(path: str, key: str) -> str:
+        return f"{path}.{key}" if path else key
+
+    def describe(self, node: yaml.Node) -> str:
+        if isinstance(node, yaml.SequenceNode):
+            return "a list"
+        if isinstance(node, yaml.MappingNode):
+            return "a mapping"
+        if node.tag == _TAG_NULL:
+            return "nothing (null)"
+        text = str(node.value)
+        if len(text) > 40:
+            text = text[:39] + "…"
+        return repr(text) if node.tag == _TAG_STR else text
+
+    # --- structure ------------------------------------------------------------------------------
+
+    @staticmethod
+    def is_null(node: yaml.Node) -> bool:
+        return isinstance(node, yaml.ScalarNode) and node.tag == _TAG_NULL
+
+    def mapping(
+        self, node: yaml.Node, path: str, allowed: tuple[str, ...], what: str = ""
+    ) -> Entries | None:
+        """The keys of a mapping node, reporting unknown and duplicate keys."""
+        where = path or "the policy"
+        if not isinstance(node, yaml.MappingNode):
+            self.error(
+                node,
+                f"{where} must be a mapping of keys to values{what}, got {self.describe(node)}",
+            )
+            return None
+        first_seen: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == _TAG_MERGE or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            line = key_node.start_mark.line + 1
+            if key_node.value in first_seen:
+                self.error(
+                    key_node,
+                    f"duplicate key '{key_node.value}' in {where} "
+                    f"(first given on line {first_seen[key_node.value]})",
+                )
+            else:
+                first_seen[key_node.value] = line
+        try:
+            self.loader.flatten_mapping(node)
+        except yaml.MarkedYAMLError as exc:
+            self.problems.append(self._yaml_problem(exc))
+            return None
+        entries: Entries = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _TAG_STR:
+                self.error(key_node, f"{where}: {self.describe(key_node)} is not a key name")
+                continue
+            key = str(key_node.value)
+            if key not in allowed:
+                self.error(key_node, f"unknown key '{key}' in {where}{_suggest(key, allowed)}")
+                continue
+            entries[key] = (key_node, value_node)
+        return entries
+
+    def scalar(self, node: yaml.Node) -> object:
+        if not isinstance(node, yaml.ScalarNode):
+            return _INVALID
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            self.error(node, f"cannot read this value: {exc}")
+            return _INVALID
+
+    # --- typed values ---------------------------------------------------------------------------
+
+    def integer(self, node: yaml.Node, path: str, minimum: int, maximum: int) -> int | None:
+        value = self.scalar(node)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(node, f"{path} must be a whole number, got {self.describe(node)}")
+            return None
+        if not minimum <= value <= maximum:
+            self.error(node, f"{path} must be between {minimum} and {maximum}, got {value}")
+            return None
+        return value
+
+    def number(
+        self,
+        node: yaml.Node,
+        path: str,
+        minimum: float,
+        maximum: float | None = None,
+        *,
+        above_minimum: bool = False,
+    ) -> float | None:
+        value = self.scalar(node)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.error(node, f"{path} must be a number, got {self.describe(node)}")
+            return None
+        if not math.isfinite(value):
+            self.error(node, f"{path} must be a finite number, got {self.describe(node)}")
+            return None
+        low_ok = value > minimum if above_minimum else value >= minimum
+        if not low_ok or (maximum is not None and value > maximum):
+            low = f"more than {minimum:g}" if above_minimum else f"at least {minimum:g}"
+            high = f" and at most {maximum:g}" if maximum is not None else ""
+            self.error(node, f"{path} must be {low}{high}, got {value:g}")
+            return None
+        return float(value)
+
+    def boolean(self, node: yaml.Node, path: str) -> bool | None:
+        value = self.scalar(node)
+        if not isinstance(value, bool):
+            self.error(node, f"{path} must be true or false, got {self.describe(node)}")
+            return None
+        return value
+
+    def choice(self, node: yaml.Node, path: str, choices: tuple[str, ...]) -> str | None:
+        value = self.scalar(node)
+        if not isinstance(value, str) or value not in choices:
+            self.error(
+                node,
+                f"{path} must be one of {', '.join(choices)}, got {self.describe(node)}",
+            )
+            return None
+        return value
+
+    def text_value(self, node: yaml.Node, path: str, max_length: int | None = None) -> str | None:
+        value = self.scalar(node)
+        if not isinstance(value, str):
+            self.error(node, f"{path} must be text, got {self.describe(node)} (quote it)")
+            return None
+        if not value.strip():
+            self.error(node, f"{path} must not be empty")
+            return None
+        if max_length is not None and len(value) > max_length:
+            self.error(node, f"{path} must be at most {max_length} characters long")
+            return None
+        return value
+
+    def duration(self, node: yaml.Node, path: str, *, positive: bool) -> timedelta | None:
+        value = self.scalar(node)
+        if value is _INVALID:
+            got = self.describe(node)
+            self.error(node, f"{path} must be a duration like 30s, 10m or 6h, got {got}")
+            return None
+        try:
+            result = parse_duration(value)
+        except ValueError as exc:
+            self.error(node, f"{path}: {exc}")
+            return None
+        if positive and not result:
+            self.error(node, f"{path} must be longer than 0s")
+            return None
+        return result
+
+    def texts(self, node: yaml.Node, path: str) -> list[tuple[str, yaml.Node]]:
+        """A text or a non-empty list of texts, each with its node (for its line)."""
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        if isinstance(node, yaml.SequenceNode) and not items:
+            self.error(node, f"{path} must not be an empty list")
+        result: list[tuple[str, yaml.Node]] = []
+        for item in items:
+            value = self.text_value(item, path)
+            if value is not None:
+                result.append((value, item))
+        return result
+
+    # --- sections -------------------------------------------------------------------------------
+
+    def _policy(self, root: yaml.Node | None) -> Policy:
+        version = policy_version(self.text)
+        if root is None:
+            self.error(None, "the policy is empty: 'version: 1' is required")
+            return Policy(version_hash=version, source=self.source)
+        entries = self.mapping(root, _TOP, TOP_KEYS, " (starting with 'version: 1')")
+        if entries is None:
+            return Policy(version_hash=version, source=self.source)
+        if "version" not in entries:
+            self.error(root, "'version: 1' is required")
+        else:
+            node = entries["version"][1]
+            value = self.scalar(node)
+            if isinstance(value, bool) or value != SCHEMA_VERSION:
+                self.error(
+                    node,
+                    f"version: unsupported policy version {self.describe(node)}; "
+                    f"this respawn understands version {SCHEMA_VERSION}",
+                )
+        defaults = Settings()
+        if "defaults" in entries:
+            node = entries["defaults"][1]
+            if not self.is_null(node):
+                found = self.mapping(node, "defaults", SETTINGS_KEYS)
+                if found is not None:
+                    defaults = self.settings(found, "defaults", Settings(), inherited=False)
+        rules = self.rules(entries["rules"][1], defaults) if "rules" in entries else ()
+        limits = self.limits(entries["limits"][1]) if "limits" in entries else Limits()
+        breaker: CircuitBreaker | None = CircuitBreaker()
+        if "circuit_breaker" in entries:
+            breaker = self.breaker(entries["circuit_breaker"][1])
+        return Policy(
+            version_hash=version,
+            defaults=defaults,
+            rules=rules,
+            limits=limits,
+            circuit_breaker=breaker,
+            schema_version=SCHEMA_VERSION,
+            source=self.source,
+            warnings=tuple(self.warnings),
+        )
+
+    def settings(self, entries: Entries, path: str, base: Settings, *, inherited: bool) -> Settings:
+        """``base`` with the settings keys found in ``entries`` applied."""
+        result = base
+        if "action" in entries:
+            action = self.choice(entries["action"][1], self.join(path, "action"), ACTIONS)
+            if action == "restart":
+                result = replace(result, action="restart")
+            elif action == "skip":
+                result = replace(result, action="skip")
+        if "hosts" in entries:
+            hosts = self.choice(entries["hosts"][1], self.join(path, "hosts"), HOSTS_MODES)
+            if hosts == "failed":
+                result = replace(result, hosts="failed")
+            elif hosts == "all_failed":
+                result = replace(result, hosts="all_failed")
+            elif hosts == "none":
+                result = replace(result, hosts="none")
+        if "max_restarts" in entries:
+            count = self.integer(
+                entries["max_restarts"][1], self.join(path, "max_restarts"), 0, MAX_RESTARTS_LIMIT
+            )
+            if count is not None:
+                result = replace(result, max_restarts=count)
+        if "backoff" in entries:
+            backoff = self.backoff(
+                entries["backoff"][1], self.join(path, "backoff"), base.backoff, inherited=inherited
+            )
+            if backoff is not None:
+                result = replace(result, backoff=backoff)
+        if "deadline" in entries:
+            node = entries["deadline"][1]
+            if self.is_null(node):
+                result = replace(result, deadline=None)
+            else:
+                deadline = self.duration(node, self.join(path, "deadline"), positive=True)
+                if deadline is not None:
+                    result = replace(result, deadline=deadline)
+        if "require_unchanged" in entries:
+            key = self.join(path, "require_unchanged")
+            flag = self.boolean(entries["require_unchanged"][1], key)
+            if flag is not None:
+                result = replace(result, require_unchanged=flag)
+        return result
+
+    def backoff(
+        self, node: yaml.Node, path: str, base: Backoff, *, inherited: bool
+    ) -> Backoff | None:
+        entries = self.mapping(node, path, BACKOFF_KEYS, " such as {initial: 30s, factor: 2}")
+        if entries is None:
+            return None
+        result = base
+        if "initial" in entries:
+            initial = self.duration(entries["initial"][1], f"{path}.initial", positive=False)
+            if initial is not None:
+                result = replace(result, initial=initial)
+        if "factor" in entries:
+            factor = self.number(entries["factor"][1], f"{path}.factor", 1.0, 1000.0)
+            if factor is not None:
+                result = replace(result, factor=factor)
+        if "max" in entries:
+            longest = self.duration(entries["max"][1], f"{path}.max", positive=False)
+            if longest is not None:
+                result = replace(result, max=longest)
+        if "jitter" in entries:
+            jitter = self.number(entries["jitter"][1], f"{path}.jitter", 0.0, 1.0)
+            if jitter is not None:
+                result = replace(result, jitter=jitter)
+        if result.initial > result.max:
+            source = " (max comes from defaults)" if inherited and "max" not in entries else ""
+            self.error(
+                node,
+                f"{path}: initial {format_duration(result.initial)} is longer than "
+                f"max {format_duration(result.max)}{source}",
+            )
+            return None
+        return result
+
+    def rules(self, node: yaml.Node, defaults: Settings) -> tuple[Rule, ...]:
+        if self.is_null(node):
+            return ()
+        if not isinstance(node, yaml.SequenceNode):
+            got = self.describe(node)
+            self.error(node, f"rules must be a list of rules ('- name: ...'), got {got}")
+            return ()
+        rules: list[Rule] = []
+        names: dict[str, int] = {}
+        catch_all: Rule | None = None
+        for index, item in enumerate(node.value):
+            path = f"rules[{index}]"
+            entries = self.mapping(item, path, RULE_KEYS, " ('name: ...', 'when: ...', ...)")
+            if entries is None:
+                continue
+            line = item.start_mark.line + 1
+            name: str | None = None
+            if "name" not in entries:
+                self.error(item, f"{path}: every rule needs a name")
+            else:
+                name_node = entries["name"][1]
+                name = self.text_value(name_node, f"{path}.name", MAX_NAME_LENGTH)
+                if name is not None and name.strip() != name:
+                    self.error(name_node, f"{path}.name must not start or end with spaces")
+                    name = None
+                if name == NO_RULE:
+                    self.error(name_node, f"{path}.name: '{NO_RULE}' is reserved for the defaults")
+                    name = None
+                if name is not None and name in names:
+                    self.error(
+                        name_node,
+                        f"{path}.name: duplicate rule name '{name}' "
+                        f"(first used on line {names[name]})",
+                    )
+                    name = None
+                if name is not None:
+                    names[name] = name_node.start_mark.line + 1
+            description = None
+            if "description" in entries:
+                description = self.text_value(entries["description"][1], f"{path}.description")
+            when = When()
+            if "when" in entries:
+                when = self.when(entries["when"][1], f"{path}.when")
+            settings = self.settings(entries, path, defaults, inherited=True)
+            if name is None:
+                continue
+            rule = Rule(name=name, when=when, settings=settings, line=line, description=description)
+            if catch_all is not None:
+                self.warn(
+                    line,
+                    f"{path}: rule '{name}' is never used: rule '{catch_all.name}' "
+                    f"(line {catch_all.line}) has no conditions and matches every failure first",
+                )
+            elif when.is_catch_all:
+                catch_all = rule
+            rules.append(rule)
+        return tuple(rules)
+
+    def when(self, node: yaml.Node, path: str) -> When:
+        if self.is_null(node):
+            return When()
+        entries = self.mapping(node, path, WHEN_KEYS, " such as {job: 'db-*'}")
+        if entries is None:
+            return When()
+
+        def globs(key: str) -> tuple[Glob, ...]:
+            if key not in entries:
+                return ()
+            return tuple(Glob.of(text) for text, _ in self.texts(entries[key][1], f"{path}.{key}"))
+
+        failures: list[str] = []
+        if "failure" in entries:
+            for text, item in self.texts(entries["failure"][1], f"{path}.failure"):
+                if text.lower() in FAILURE_CLASSES:
+                    failures.append(text.lower())
+                else:
+                    self.error(
+                        item,
+                        f"{path}.failure: '{text}' is not a failure class; "
+                        f"use {', '.join(FAILURE_CLASSES)}",
+                    )
+        statuses: list[str] = []
+        if "status" in entries:
+            for text, item in self.texts(entries["status"][1], f"{path}.status"):
+                if text.upper() in FAILED_STATUSES:
+                    statuses.append(text.upper())
+                else:
+                    self.error(
+                        item,
+                        f"{path}.status: '{text}' is never decided; respawn decides only "
+                        f"{' and '.join(FAILED_STATUSES)} executions",
+                    )
+        messages: list[MessagePattern] = []
+        if "message" in entries:
+            for text, item in self.texts(entries["message"][1], f"{path}.message"):
+                try:
+                    messages.append(MessagePattern.of(text))
+                except re.error as exc:
+                    self.error(item, f"{path}.message: invalid regular expression {text!r}: {exc}")
+        return When(
+            account=globs("account"),
+            job=globs("job"),
+            status=tuple(dict.fromkeys(statuses)),
+            host=globs("host"),
+            failure=tuple(dict.fromkeys(failures)),
+            message=tuple(messages),
+        )
+
+    def limits(self, node: yaml.Node) -> Limits:
+        entries = self.mapping(
+            node, "limits", LIMITS_KEYS, "; to turn one limit off, set it to null (per_job: null)"
+        )
+        if entries is None:
+            return Limits()
+        count_manual = False
+        if "count_manual" in entries:
+            count_manual = bool(self.boolean(entries["count_manual"][1], "limits.count_manual"))
+        return Limits(
+            per_job=self.budget(entries, "per_job", DEFAULT_PER_JOB),
+            per_account=self.budget(entries, "per_account", DEFAULT_PER_ACCOUNT),
+            global_=self.budget(entries, "global", DEFAULT_GLOBAL),
+            per_host=self.host_limit(entries),
+            count_manual=count_manual,
+        )
+
+    def budget(self, entries: Entries, key: str, default: Budget) -> Budget | None:
+        if key not in entries:
+            return default
+        node = entries[key][1]
+        if self.is_null(node):
+            return None
+        path = f"limits.{key}"
+        hint = " such as {restarts: 10, window: 1h}, or null"
+        found = self.mapping(node, path, BUDGET_KEYS, hint)
+        if found is None:
+            return default
+        result = default
+        if "restarts" in found:
+            restarts = self.integer(found["restarts"][1], f"{path}.restarts", 0, MAX_BUDGET)
+            if restarts is not None:
+                result = replace(result, restarts=restarts)
+        if "window" in found:
+            window = self.duration(found["window"][1], f"{path}.window", positive=True)
+            if window is not None:
+                result = replace(result, window=window)
+        return result
+
+    def host_limit(self, entries: Entries) -> HostLimit | None:
+        default = HostLimit()
+        if "per_host" not in entries:
+            return default
+        node = entries["per_host"][1]
+        if self.is_null(node):
+            return None
+        path = "limits.per_host"
+        hint = " such as {failures: 5, window: 24h, quarantine: 6h}, or null"
+        found = self.mapping(node, path, PER_HOST_KEYS, hint)
+        if found is None:
+            return default
+        result = default
+        if "failures" in found:
+            failures = self.integer(found["failures"][1], f"{path}.failures", 1, MAX_BUDGET)
+            if failures is not None:
+                result = replace(result, failures=failures)
+        if "window" in found:
+            window = self.duration(found["window"][1], f"{path}.window", positive=True)
+            if window is not None:
+                result = replace(result, window=window)
+        if "quarantine" in found:
+            quarantine = self.duration(found["quarantine"][1], f"{path}.quarantine", positive=True)
+            if quarantine is not None:
+                result = replace(result, quarantine=quarantine)
+        return result
+
+    def breaker(self, node: yaml.Node) -> CircuitBreaker | None:
+        if self.is_null(node):
+            return None
+        path = "circuit_breaker"
+        default = CircuitBreaker()
+        found = self.mapping(node, path, BREAKER_KEYS, " such as {failure_ratio: 0.5}, or null")
+        if found is None:
+            return default
+        result = default
+        if "failure_ratio" in found:
+            ratio = self.number(
+                found["failure_ratio"][1], f"{path}.failure_ratio", 0.0, 1.0, above_minimum=True
+            )
+            if ratio is not None:
+                result = replace(result, failure_ratio=ratio)
+        if "min_restarts" in found:
+            count = self.integer(found["min_restarts"][1], f"{path}.min_restarts", 1, MAX_BUDGET)
+            if count is not None:
+                result = replace(result, min_restarts=count)
+        if "window" in found:
+            window = self.duration(found["window"][1], f"{path}.window", positive=True)
+            if window is not None:
+                result = replace(result, window=window)
+        if "cool_down" in found:
+            cool_down = self.duration(found["cool_down"][1], f"{path}.cool_down", positive=False)
+            if cool_down is not None:
+                result = replace(result, cool_down=cool_down)
+        return result
+
+
+def _suggest(key: str, allowed: Iterable[str]) -> str:
+    options = list(allowed)
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{hint}; expected one of: {', '.join(options)}"

@@ -1,0 +1,386 @@
+"""The policy, the engine's input and its output: frozen dataclasses, no I/O."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Final, Literal
+
+Action = Literal["restart", "skip"]
+HostsMode = Literal["failed", "all_failed", "none"]
+
+ACTIONS: Final[tuple[str, ...]] = ("restart", "skip")
+HOSTS_MODES: Final[tuple[str, ...]] = ("failed", "all_failed", "none")
+FAILURE_CLASSES: Final[tuple[str, ...]] = (
+    "unreachable",
+    "task_failed",
+    "async_failed",
+    "init_failure",
+    "unknown",
+)
+FAILED_STATUSES: Final[tuple[str, ...]] = ("FAILURE", "INIT_FAILURE")
+MESSAGE_SCAN_LIMIT: Final = 4096
+"""A message rule sees at most this many leading characters of a host's message."""
+NO_RULE: Final = "defaults"
+"""``Decision.rule`` when no rule matched and the defaults decided."""
+
+
+# --- reason codes -------------------------------------------------------------------------------
+
+
+class ReasonCode:
+    """Every ``Decision.reason_code`` and ``ExcludedHost.code``; docs/policy.md explains each."""
+
+    RESTART: Final = "restart"
+    NOT_FAILED: Final = "not_failed"
+    PAUSED: Final = "paused"
+    RULE_SKIP: Final = "rule_skip"
+    MAX_RESTARTS: Final = "max_restarts"
+    DEADLINE: Final = "deadline"
+    NO_FAILED_HOSTS: Final = "no_failed_hosts"
+    QUARANTINE: Final = "quarantine"
+    UNSAFE_CHANGED: Final = "unsafe_changed"
+    BUDGET_PER_JOB: Final = "budget_per_job"
+    BUDGET_PER_ACCOUNT: Final = "budget_per_account"
+    BUDGET_GLOBAL: Final = "budget_global"
+    BREAKER_OPEN: Final = "breaker_open"
+    NOT_MATCHED: Final = "not_matched"
+    """Only for excluded hosts: the matching rule's host conditions left this host out."""
+
+
+REASON_CODES: Final[tuple[str, ...]] = (
+    ReasonCode.RESTART,
+    ReasonCode.NOT_FAILED,
+    ReasonCode.PAUSED,
+    ReasonCode.RULE_SKIP,
+    ReasonCode.MAX_RESTARTS,
+    ReasonCode.DEADLINE,
+    ReasonCode.NO_FAILED_HOSTS,
+    ReasonCode.QUARANTINE,
+    ReasonCode.UNSAFE_CHANGED,
+    ReasonCode.BUDGET_PER_JOB,
+    ReasonCode.BUDGET_PER_ACCOUNT,
+    ReasonCode.BUDGET_GLOBAL,
+    ReasonCode.BREAKER_OPEN,
+)
+"""Decision reason codes, in the order the engine checks them."""
+
+
+# --- problems -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One thing wrong (or, in ``Policy.warnings``, suspicious) in a policy file."""
+
+    source: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.message}"
+
+
+class PolicyError(ValueError):
+    """A policy text was refused; ``problems`` lists every problem found, ordered by line."""
+
+    def __init__(self, problems: tuple[PolicyProblem, ...] | list[PolicyProblem]) -> None:
+        self.problems: tuple[PolicyProblem, ...] = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+# --- the policy ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Glob:
+    """A case-sensitive shell-style pattern (``fnmatch.fnmatchcase``), compiled once."""
+
+    pattern: str
+    compiled: re.Pattern[str] = field(compare=False, repr=False)
+
+    @classmethod
+    def of(cls, pattern: str) -> Glob:
+        return cls(pattern, re.compile(fnmatch.translate(pattern)))
+
+    def matches(self, value: str) -> bool:
+        return self.compiled.match(value) is not None
+
+
+@dataclass(frozen=True)
+class MessagePattern:
+    """A regular expression, searched for in a message's first ``MESSAGE_SCAN_LIMIT`` characters."""
+
+    pattern: str
+    compiled: re.Pattern[str] = field(compare=False, repr=False)
+
+    @classmethod
+    def of(cls, pattern: str) -> MessagePattern:
+        return cls(pattern, re.compile(pattern))
+
+    def search(self, message: str) -> bool:
+        return self.compiled.search(message, 0, MESSAGE_SCAN_LIMIT) is not None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial: timedelta = timedelta(seconds=30)
+    factor: float = 2.0
+    max: timedelta = timedelta(minutes=10)
+    jitter: float = 0.1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to do once a rule (or the defaults) applies; a rule overrides any of these."""
+
+    action: Action = "restart"
+    hosts: HostsMode = "failed"
+    max_restarts: int = 3
+    backoff: Backoff = Backoff()
+    deadline: timedelta | None = timedelta(hours=6)
+    """``None`` means no deadline (``deadline: null``)."""
+    require_unchanged: bool = False
+
+
+@dataclass(frozen=True)
+class When:
+    """A rule's conditions; all given ones must hold, an empty ``When`` matches every failure.
+
+    ``account``, ``job`` and ``status`` are about the execution; ``host``, ``failure`` and
+    ``message`` are about one failed host, and must all hold for the same host.
+    Within a key, a list means "any of these".
+    """
+
+    account: tuple[Glob, ...] = ()
+    job: tuple[Glob, ...] = ()
+    status: tuple[str, ...] = ()
+    host: tuple[Glob, ...] = ()
+    failure: tuple[str, ...] = ()
+    message: tuple[MessagePattern, ...] = ()
+
+    @property
+    def has_host_conditions(self) -> bool:
+        return bool(self.host or self.failure or self.message)
+
+    @property
+    def is_catch_all(self) -> bool:
+        return not (self.account or self.job or self.status or self.has_host_conditions)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    when: When
+    settings: Settings
+    """The defaults with this rule's overrides applied."""
+    line: int = 0
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most ``restarts`` automatic restarts inside any sliding ``window``."""
+
+    restarts: int
+    window: timedelta
+
+
+@dataclass(frozen=True)
+class HostLimit:
+    """A host with ``failures`` failures inside ``window`` is not restarted for ``quarantine``."""
+
+    failures: int = 5
+    window: timedelta = timedelta(hours=24)
+    quarantine: timedelta = timedelta(hours=6)
+
+    @property
+    def lookback(self) -> timedelta:
+        """How far back ``DecisionInput.host_failure_times`` must reach."""
+        return self.window + self.quarantine
+
+
+DEFAULT_PER_JOB: Final = Budget(restarts=10, window=timedelta(hours=1))
+DEFAULT_PER_ACCOUNT: Final = Budget(restarts=50, window=timedelta(hours=1))
+DEFAULT_GLOBAL: Final = Budget(restarts=200, window=timedelta(hours=1))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Budgets over sliding windows; ``None`` means that limit is off (``null`` in the file)."""
+
+    per_job: Budget | None = DEFAULT_PER_JOB
+    per_account: Budget | None = DEFAULT_PER_ACCOUNT
+    global_: Budget | None = DEFAULT_GLOBAL
+    per_host: HostLimit | None = HostLimit()
+    count_manual: bool = False
+    """Whether manual restarts count against the budgets (the caller does the counting)."""
+
+
+@dataclass(frozen=True)
+class CircuitBreaker:
+    failure_ratio: float = 0.5
+    min_restarts: int = 10
+    window: timedelta = timedelta(minutes=15)
+    cool_down: timedelta = timedelta(minutes=10)
+
+    @property
+    def lookback(self) -> timedelta:
+        """How far back ``DecisionInput.restart_outcomes`` must reach."""
+        return self.window + self.cool_down
+
+
+@dataclass(frozen=True)
+class Policy:
+    version_hash: str
+    """Short sha256 of the policy text: recorded with every decision."""
+    defaults: Settings = Settings()
+    rules: tuple[Rule, ...] = ()
+    limits: Limits = Limits()
+    circuit_breaker: CircuitBreaker | None = CircuitBreaker()
+    """``None`` when disabled (``circuit_breaker: null``)."""
+    schema_version: int = 1
+    source: str = "policy.yaml"
+    warnings: tuple[PolicyProblem, ...] = ()
+    """Things that load but look like mistakes, such as a rule no failure can ever reach."""
+
+    def rule(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)
+
+
+# --- engine input -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostFailure:
+    host: str
+    failure_class: str = "unknown"
+    """unreachable, task_failed, async_failed, init_failure or unknown (anything else: unknown)."""
+    message: str = ""
+    changed: int | None = None
+    """Tasks that changed something on this host in the failed run; ``None`` when not known."""
+
+
+@dataclass(frozen=True)
+class BudgetUsage:
+    """Restarts already counted inside each budget's window, as the caller counted them."""
+
+    per_job: int = 0
+    per_account: int = 0
+    global_: int = 0
+
+
+@dataclass(frozen=True, order=True)
+class RestartOutcome:
+    """A finished automatic restart: when it finished and whether the execution failed again."""
+
+    at: datetime
+    failed_again: bool
+
+
+def _no_history() -> Mapping[str, tuple[datetime, ...]]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class DecisionInput:
+    execution_id: str
+    account: str
+    job_id: str
+    job_description: str | None
+    status: str
+    run_index: int
+    """0-based index of the run that failed."""
+    run_count: int
+    first_failure_at: datetime
+    now: datetime
+    failed_hosts: tuple[HostFailure, ...] = ()
+    prior_restarts: int = 0
+    """Automatic restarts respawn already decided for this execution (not cancelled)."""
+    usage: BudgetUsage = BudgetUsage()
+    host_failure_times: Mapping[str, tuple[datetime, ...]] = field(default_factory=_no_history)
+    """Recent failure times of each failed host over all executions, this failure included."""
+    restart_outcomes: tuple[RestartOutcome, ...] = ()
+    paused: str | None = None
+    """Why automatic restarts are paused here (e.g. "job paused by alice"), or None."""
+
+    def __post_init__(self) -> None:
+        for name in ("now", "first_failure_at"):
+            value: datetime = getattr(self, name)
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise ValueError(f"DecisionInput.{name} must be timezone-aware")
+        if self.prior_restarts < 0:
+            raise ValueError("DecisionInput.prior_restarts must not be negative")
+
+
+# --- engine output ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExcludedHost:
+    """A failed host the decision leaves out, with a reason code and a sentence."""
+
+    host: str
+    code: str
+    """quarantine | unsafe_changed | not_matched"""
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    hosts: tuple[str, ...]
+    """Hosts to restart; empty on a restart means POST ``{}`` (no host list)."""
+    excluded_hosts: tuple[ExcludedHost, ...]
+    due_at: datetime | None
+    backoff_seconds: float | None
+    rule: str
+    """The matching rule's name, or ``"defaults"``."""
+    reason_code: str
+    reason: str
+    policy_version: str
+    attempt: int
+    """The restart number this decision is (or would have been): ``prior_restarts + 1``."""
+
+    @property
+    def restart(self) -> bool:
+        return self.action == "restart"
+
+
+@dataclass(frozen=True)
+class RuleTrace:
+    rule: str
+    matched: bool
+    """The rule's conditions hold (a later rule can match too, but the first match decides)."""
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gate of the decision, in the order the engine applies them."""
+
+    code: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    decision: Decision
+    traces: tuple[RuleTrace, ...]
+    checks: tuple[Check, ...]
+    """Every gate, even after the first that failed (that one gives the decision's reason)."""
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    open: bool
+    until: datetime | None
+    """When open: the earliest moment it can close (later if restarts keep failing)."""
+    failed: int
+    total: int
+    """Outcomes inside the window when the breaker condition last held (or ending now)."""
