@@ -1,0 +1,311 @@
+"""Carrying out restart decisions: claim under a lease, call the Runner, record the answer.
+
+The outbox row of a decision (`restarts`) moves pending → in_flight → done | failed |
+not_needed (or pending → cancelled). Each step is its own short transaction, and the Runner
+is called only between them, never while a transaction is open.
+
+Exactly once: a claim takes a lease; if its holder dies mid-call the lease expires and the
+next claimer, before sending again, asks the Runner for the execution and re-sends only if
+the restart did not take effect (still failed, no new timer). Any attempt after the first
+is verified the same way, since a timed-out or 5xx call may have been applied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session
+
+from app import metrics
+from app.dispatcher.keys import KeyFileError, resolve_keys
+from app.documents import FAILED_STATUSES, ExecutionDocument
+from app.models import Execution, Pause, Restart, RestartAttempt
+from app.receiver.services import advance_to_run, record_documents
+from app.redact import redact_text
+from app.runner.client import RunnerClient
+from app.runner.errors import (
+    RunnerAuthError,
+    RunnerError,
+    RunnerNotFound,
+    RunnerRejected,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_DETAIL = 500
+
+
+@dataclass(frozen=True)
+class ClaimedRestart:
+    """A snapshot of a claimed outbox row: all the call needs, no ORM object."""
+
+    restart_id: int
+    attempt_id: int
+    execution_id: str
+    account: str
+    job_id: str
+    run_index: int
+    hosts: tuple[str, ...]
+    timers_before: int
+    attempt: int
+    verify_first: bool
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What one attempt came to, decided outside any transaction."""
+
+    outcome: str
+    # done: restarted | already_restarted; not_needed: no_longer_failed | gone;
+    # failed: rejected; retry: unavailable | timeout | bad_response | auth_failed | key_error
+    state: str  # done | not_needed | failed | retry
+    status_code: int | None
+    detail: str
+    document: ExecutionDocument | None = None
+
+
+def _due_clause(now: dt.datetime) -> Any:
+    return or_(
+        and_(Restart.state == "pending", Restart.due_at <= now),
+        and_(Restart.state == "in_flight", Restart.lease_expires_at < now),
+    )
+
+
+def _not_paused() -> Any:
+    """Automatic restarts of a paused job (or with a global pause) wait; manual ones go."""
+    paused = exists().where(or_(Pause.job_id == "", Pause.job_id == Execution.job_id))
+    return or_(Restart.manual.is_(True), ~paused)
+
+
+def claim_due_restarts(
+    session: Session, worker: str, now: dt.datetime, lease_seconds: float, limit: int
+) -> list[ClaimedRestart]:
+    """Claim up to `limit` due restarts for `worker`; flush, the caller commits."""
+    query = (
+        select(Restart.id)
+        .join(Execution, Execution.id == Restart.execution_pk)
+        .where(_due_clause(now), _not_paused())
+        .order_by(Restart.due_at, Restart.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(of=Restart, skip_locked=True)
+    candidates = list(session.scalars(query))
+    claimed: list[ClaimedRestart] = []
+    lease_until = now + dt.timedelta(seconds=lease_seconds)
+    for restart_id in candidates:
+        # The conditional update is the claim on SQLite (and a no-op guard on PostgreSQL,
+        # where the row is already locked): it only succeeds while the row is still due.
+        result = session.execute(
+            update(Restart)
+            .where(Restart.id == restart_id, _due_clause(now))
+            .values(
+                state="in_flight",
+                lease_owner=worker,
+                lease_expires_at=lease_until,
+                attempts=Restart.attempts + 1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            continue
+        restart, execution = session.execute(
+            select(Restart, Execution)
+            .join(Execution, Execution.id == Restart.execution_pk)
+            .where(Restart.id == restart_id)
+            .execution_options(populate_existing=True)
+        ).one()
+        # An attempt left "started" belongs to a holder that died mid-call.
+        session.execute(
+            update(RestartAttempt)
+            .where(RestartAttempt.restart_id == restart_id, RestartAttempt.outcome == "started")
+            .values(outcome="interrupted", finished_at=now, detail="lease expired mid-call")
+        )
+        attempt = RestartAttempt(
+            restart_id=restart_id, worker=worker, started_at=now, outcome="started"
+        )
+        session.add(attempt)
+        session.flush()
+        claimed.append(
+            ClaimedRestart(
+                restart_id=restart_id,
+                attempt_id=attempt.id,
+                execution_id=execution.execution_id,
+                account=execution.account_alias,
+                job_id=execution.job_id,
+                run_index=restart.run_index,
+                hosts=tuple(restart.hosts),
+                timers_before=restart.timers_before,
+                attempt=restart.attempts,
+                verify_first=restart.attempts > 1,
+            )
+        )
+    return claimed
+
+
+def _took_effect(claim: ClaimedRestart, document: ExecutionDocument) -> bool:
+    """A restart took effect when the execution is no longer failed or has a new timer."""
+    return document.status not in FAILED_STATUSES or len(document.timers) > claim.timers_before
+
+
+def _short(text: str) -> str:
+    return redact_text(text)[:MAX_DETAIL]
+
+
+def _after_refusal(client: RunnerClient, claim: ClaimedRestart, error: RunnerError) -> CallResult:
+    """400/404/409: find out from the Runner why the restart was refused."""
+    try:
+        document = client.get_execution(claim.account, claim.job_id, claim.execution_id)
+    except RunnerNotFound:
+        return CallResult("gone", "not_needed", error.status_code, "execution no longer exists")
+    except RunnerError as exc:
+        return CallResult(
+            "rejected",
+            "failed",
+            error.status_code,
+            _short(f"{error.message}; checking the execution failed too: {exc.message}"),
+        )
+    if len(document.timers) > claim.timers_before:
+        return CallResult(
+            "already_restarted",
+            "not_needed",
+            error.status_code,
+            "the execution was already restarted",
+            document,
+        )
+    if document.status not in FAILED_STATUSES:
+        return CallResult(
+            "no_longer_failed",
+            "not_needed",
+            error.status_code,
+            f"the execution is {document.status}",
+            document,
+        )
+    return CallResult("rejected", "failed", error.status_code, _short(error.message), document)
+
+
+def send_restart(
+    client: RunnerClient, claim: ClaimedRestart, ssh_keys_file: str | None
+) -> CallResult:
+    """Verify when needed, then call the Runner's restart endpoint. No database here."""
+    if claim.verify_first:
+        try:
+            document = client.get_execution(claim.account, claim.job_id, claim.execution_id)
+        except RunnerNotFound:
+            return CallResult("gone", "not_needed", 404, "execution no longer exists")
+        except RunnerError as exc:
+            return _retry_result(exc)
+        if _took_effect(claim, document):
+            return CallResult(
+                "already_restarted", "done", None, "an earlier attempt had taken effect", document
+            )
+    try:
+        keys = resolve_keys(ssh_keys_file, claim.hosts)
+    except KeyFileError as exc:
+        return CallResult("key_error", "retry", None, _short(str(exc)))
+    try:
+        document = client.restart(
+            claim.account,
+            claim.job_id,
+            claim.execution_id,
+            hosts=keys.hosts or None,
+            ssh_private_key=keys.default_key,
+        )
+    except (RunnerRejected, RunnerNotFound) as exc:
+        return _after_refusal(client, claim, exc)
+    except RunnerError as exc:
+        return _retry_result(exc)
+    return CallResult("restarted", "done", 200, f"execution is {document.status}", document)
+
+
+def _retry_result(exc: RunnerError) -> CallResult:
+    outcome = "auth_failed" if isinstance(exc, RunnerAuthError) else exc.kind
+    return CallResult(outcome, "retry", exc.status_code, _short(str(exc)))
+
+
+def retry_delay(attempt: int, base_seconds: float, max_seconds: float = 300.0) -> float:
+    return float(min(max_seconds, base_seconds * 2 ** max(0, attempt - 1)))
+
+
+def record_result(
+    session: Session,
+    claim: ClaimedRestart,
+    worker: str,
+    result: CallResult,
+    now: dt.datetime,
+    max_attempts: int,
+    retry_base_seconds: float,
+) -> str:
+    """Store the attempt and move the outbox row on; returns the row's new state."""
+    attempt = session.get(RestartAttempt, claim.attempt_id)
+    if attempt is not None:
+        attempt.finished_at = now
+        attempt.status_code = result.status_code
+        attempt.outcome = result.outcome
+        attempt.detail = result.detail
+    query = select(Restart).where(Restart.id == claim.restart_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    restart = session.scalars(query).one()
+    metrics.RESTART_CALLS.labels(outcome=result.outcome).inc()
+    if restart.state != "in_flight" or restart.lease_owner != worker:
+        # The lease expired and another worker took over; it verifies before it sends.
+        log.warning("restart %s: lease lost before the answer was recorded", restart.id)
+        return restart.state
+    restart.lease_owner = None
+    restart.lease_expires_at = None
+    restart.updated_at = now
+    restart.outcome = result.outcome
+    restart.outcome_detail = result.detail
+    if result.state == "retry":
+        if claim.attempt >= max_attempts:
+            restart.state = "failed"
+            restart.outcome = "gave_up"
+            restart.outcome_detail = _short(
+                f"gave up after {claim.attempt} attempts; last: {result.outcome}: {result.detail}"
+            )
+            restart.completed_at = now
+            metrics.RESTARTS_GIVEN_UP.inc()
+            log.error(
+                "restart %s of %s: gave up after %s attempts (%s)",
+                restart.id,
+                claim.execution_id,
+                claim.attempt,
+                result.outcome,
+            )
+        else:
+            restart.state = "pending"
+            restart.due_at = now + dt.timedelta(
+                seconds=retry_delay(claim.attempt, retry_base_seconds)
+            )
+        return restart.state
+    restart.state = result.state
+    restart.completed_at = now
+    if result.state == "done":
+        restart.sent_at = restart.sent_at or now
+        execution = session.get(Execution, restart.execution_pk)
+        if execution is not None:
+            execution.restart_count += 1
+            _move_to_next_run(session, execution, claim, result.document, now)
+    elif result.document is not None:
+        record_documents(session, [result.document], now)
+    return restart.state
+
+
+def _move_to_next_run(
+    session: Session,
+    execution: Execution,
+    claim: ClaimedRestart,
+    document: ExecutionDocument | None,
+    now: dt.datetime,
+) -> None:
+    """The restart was accepted: the execution is PENDING in its next run (or further)."""
+    if document is not None:
+        record_documents(session, [document], now)
+    if execution.run_index <= claim.run_index:
+        advance_to_run(session, execution, claim.run_index + 1, "PENDING", now)

@@ -1,0 +1,30 @@
+"""The Runner job service client (RUNNER_API.md)."""
+
+from app.runner.client import RunnerClient, iter_pages, jwt_expiry
+from app.runner.errors import (
+    RunnerAuthError,
+    RunnerBadResponse,
+    RunnerError,
+    RunnerNotFound,
+    RunnerRejected,
+    RunnerTimeout,
+    RunnerUnavailable,
+)
+from app.runner.resources import JobCallback, Page, RestartHost, RunnerJob
+
+__all__ = [
+    "JobCallback",
+    "Page",
+    "RestartHost",
+    "RunnerAuthError",
+    "RunnerBadResponse",
+    "RunnerClient",
+    "RunnerError",
+    "RunnerJob",
+    "RunnerNotFound",
+    "RunnerRejected",
+    "RunnerTimeout",
+    "RunnerUnavailable",
+    "iter_pages",
+    "jwt_expiry",
+]

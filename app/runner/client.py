@@ -1,0 +1,510 @@
+"""The Runner job service client: login, restart, executions and jobs (RUNNER_API.md).
+
+One injected `requests.Session`; every call has a `(connect, read)` timeout and ends in a
+parsed answer or a typed `RunnerError`. Only safe reads are retried; a restart is sent once
+(the dispatcher owns its retries and must know whether the request may have arrived).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, overload
+from urllib.parse import quote
+
+import requests
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+
+from app.documents import DocumentError, ExecutionDocument, parse_execution_document
+from app.runner.errors import (
+    RunnerAuthError,
+    RunnerBadResponse,
+    RunnerError,
+    RunnerNotFound,
+    RunnerRejected,
+    RunnerTimeout,
+    RunnerUnavailable,
+    message_from_body,
+)
+from app.runner.resources import (
+    Page,
+    RestartHost,
+    RunnerJob,
+    ShapeError,
+    parse_job,
+    run_body,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_TOKEN_LIFETIME = 14 * 24 * 3600.0  # the documented 2 weeks
+MAX_PAGE_SIZE = 100
+_RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+_REJECTED_STATUSES = frozenset({400, 409, 422})
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The `exp` claim (epoch seconds) of a JWT-shaped token, or None when it does not decode."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if isinstance(exp, int | float) and not isinstance(exp, bool):
+        return float(exp)
+    return None
+
+
+def _segment(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+def _connection_never_made(exc: requests.ConnectionError) -> bool:
+    """True when the connection was not established, so the request surely was not sent."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, NewConnectionError | ConnectTimeoutError)
+
+
+class RunnerClient:
+    """A thread-safe client of the Runner API sharing one token between threads."""
+
+    def __init__(
+        self,
+        session: requests.Session,
+        api_url: str,
+        auth_url: str,
+        username: str | None,
+        password: str | None,
+        token: str | None = None,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+        *,
+        read_attempts: int = 3,
+        retry_backoff: float = 0.2,
+        renew_margin: float = 300.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not token and not (username and password):
+            raise ValueError("the Runner client needs a token or a username and password")
+        self._session = session
+        self._api_url = api_url.rstrip("/")
+        self._auth_url = auth_url
+        self._username = username
+        self._password = password
+        self._timeout = (connect_timeout, read_timeout)
+        self._clock = clock
+        self._read_attempts = max(1, read_attempts)
+        self._retry_backoff = retry_backoff
+        self._renew_margin = renew_margin
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._token: str | None = token or None
+        self._renew_at: float | None = None
+        if self._token and self._can_login:
+            expiry = jwt_expiry(self._token)
+            if expiry is not None:
+                self._renew_at = self._renew_time(expiry)
+        self.login_count = 0
+
+    def __repr__(self) -> str:
+        return f"RunnerClient(api_url={self._api_url!r}, username={self._username!r})"
+
+    # -- the calls ---------------------------------------------------------------------
+
+    def restart(
+        self,
+        account: str,
+        job_id: str,
+        execution_id: str,
+        hosts: Sequence[RestartHost] | None = None,
+        ssh_private_key: str | None = None,
+    ) -> ExecutionDocument:
+        """Restart a failed execution; sent once, never retried here (see RunnerTimeout.sent)."""
+        body = run_body(hosts, ssh_private_key)
+        path = self._path("jobs", account, job_id, "executions", execution_id, "restart")
+        data = self._call("POST", path, "restart", body=body, idempotent=False)
+        return self._execution(data, "restart")
+
+    def start_job(
+        self,
+        account: str,
+        job_id: str,
+        hosts: Sequence[RestartHost] | None = None,
+        ssh_private_key: str | None = None,
+    ) -> ExecutionDocument:
+        """Start a new execution of a job (not retried)."""
+        body = run_body(hosts, ssh_private_key)
+        path = self._path("jobs", account, job_id, "start")
+        data = self._call("POST", path, "start job", body=body, idempotent=False)
+        return self._execution(data, "start job")
+
+    def get_execution(self, account: str, job_id: str, execution_id: str) -> ExecutionDocument:
+        path = self._path("jobs", account, job_id, "executions", execution_id)
+        return self._execution(self._call("GET", path, "get execution"), "get execution")
+
+    def list_job_executions(
+        self, account: str, job_id: str, page: int = 0, size: int = MAX_PAGE_SIZE
+    ) -> Page[ExecutionDocument]:
+        path = self._path("jobs", account, job_id, "executions")
+        return self._execution_page(path, "list job executions", page, size)
+
+    def list_account_executions(
+        self, account: str, page: int = 0, size: int = MAX_PAGE_SIZE
+    ) -> Page[ExecutionDocument]:
+        path = self._path("jobs", account, "executions")
+        return self._execution_page(path, "list account executions", page, size)
+
+    def iter_job_executions(
+        self, account: str, job_id: str, size: int = MAX_PAGE_SIZE, max_pages: int = 1000
+    ) -> Iterator[ExecutionDocument]:
+        return iter_pages(
+            lambda page: self.list_job_executions(account, job_id, page, size), max_pages
+        )
+
+    def iter_account_executions(
+        self, account: str, size: int = MAX_PAGE_SIZE, max_pages: int = 1000
+    ) -> Iterator[ExecutionDocument]:
+        return iter_pages(lambda page: self.list_account_executions(account, page, size), max_pages)
+
+    def get_job(self, account: str, job_id: str) -> RunnerJob:
+        data = self._call("GET", self._path("jobs", account, job_id), "get job")
+        return self._job(data, "get job")
+
+    def create_job(
+        self, account: str, definition: Mapping[str, Any], immediate: bool = False
+    ) -> RunnerJob:
+        """Create a job (`POST /jobs/{a}?immediate=`); not retried."""
+        data = self._call(
+            "POST",
+            self._path("jobs", account),
+            "create job",
+            params={"immediate": "true" if immediate else "false"},
+            body=dict(definition),
+            idempotent=False,
+        )
+        return self._job(data, "create job")
+
+    # -- token -------------------------------------------------------------------------
+
+    @property
+    def _can_login(self) -> bool:
+        return bool(self._username and self._password)
+
+    def _renew_time(self, expiry: float) -> float:
+        now = self._clock()
+        lifetime = expiry - now
+        if lifetime <= 0:
+            # Our clock and the Runner's disagree; trust the Runner's 401 instead.
+            log.warning("Runner token looks expired on arrival; assuming the 14-day lifetime")
+            lifetime, expiry = DEFAULT_TOKEN_LIFETIME, now + DEFAULT_TOKEN_LIFETIME
+        return expiry - min(self._renew_margin, lifetime * 0.1)
+
+    def _current_token(self) -> str:
+        with self._lock:
+            if self._token and (self._renew_at is None or self._clock() < self._renew_at):
+                return self._token
+            if self._can_login:
+                return self._login_locked()
+            if self._token:
+                return self._token
+            raise RunnerAuthError("no Runner token or credentials configured", operation="login")
+
+    def _token_refused(self, used: str, status: int, operation: str) -> str:
+        """After a 401: log in once, or reuse a token another thread got meanwhile."""
+        with self._lock:
+            if self._token and self._token != used:
+                return self._token
+            if not self._can_login:
+                raise RunnerAuthError(
+                    "the Runner refused the configured token",
+                    status_code=status,
+                    operation=operation,
+                )
+            self._token = None
+            return self._login_locked()
+
+    def _login_locked(self) -> str:
+        body = {"username": self._username, "password": self._password}
+        response = self._send_with_retries("POST", self._auth_url, "login", None, body, None, True)
+        secrets = self._secrets(body)
+        if response.status_code in (400, 401, 403):
+            raise RunnerAuthError(
+                message_from_body(response.content, self._content_type(response), secrets),
+                status_code=response.status_code,
+                operation="login",
+            )
+        data = self._decode(response, "login", secrets)
+        token = data.get("bearerToken") if isinstance(data, Mapping) else None
+        if not isinstance(token, str) or not token.strip():
+            raise RunnerBadResponse(
+                "the login answer has no bearerToken",
+                status_code=response.status_code,
+                operation="login",
+            )
+        token = token.strip()
+        expiry = jwt_expiry(token)
+        if expiry is None:
+            expiry = self._clock() + DEFAULT_TOKEN_LIFETIME
+        self._token = token
+        self._renew_at = self._renew_time(expiry)
+        self.login_count += 1
+        log.info("logged in to the Runner as %s", self._username)
+        return token
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _path(self, *segments: str) -> str:
+        return "/" + "/".join(_segment(s) for s in segments)
+
+    def _secrets(self, body: Any = None, token: str | None = None) -> list[str]:
+        found = [s for s in (self._password, self._token, token) if s]
+
+        def walk(value: Any) -> None:
+            if isinstance(value, Mapping):
+                for key, item in value.items():
+                    if isinstance(item, str) and key in ("sshPrivateKey", "password"):
+                        found.append(item)
+                    else:
+                        walk(item)
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item)
+
+        walk(body)
+        return found
+
+    @staticmethod
+    def _content_type(response: requests.Response) -> str:
+        return response.headers.get("Content-Type", "")
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        operation: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Send one API call with the shared token; decoded JSON (None for 204) or a RunnerError."""
+        safe = method == "GET" if idempotent is None else idempotent
+        url = self._api_url + path
+        label = f"{operation} ({method} {path})"
+        refused_once = False
+        while True:
+            token = self._current_token()
+            response = self._send_with_retries(method, url, label, params, body, token, safe)
+            if response.status_code == 401:
+                if refused_once:
+                    raise RunnerAuthError(
+                        self._error_text(response, body, token) or "token refused",
+                        status_code=401,
+                        operation=label,
+                    )
+                refused_once = True
+                log.info("Runner refused the token on %s; logging in again", label)
+                self._token_refused(token, 401, label)
+                continue
+            return self._decode(response, label, self._secrets(body, token))
+
+    def _send_with_retries(
+        self,
+        method: str,
+        url: str,
+        label: str,
+        params: Mapping[str, Any] | None,
+        body: Any,
+        token: str | None,
+        safe: bool,
+    ) -> requests.Response:
+        attempts = self._read_attempts if safe else 1
+        for attempt in range(1, attempts + 1):
+            last = attempt == attempts
+            try:
+                response = self._send(method, url, label, params, body, token)
+            except (RunnerUnavailable, RunnerTimeout) as exc:
+                if last:
+                    raise
+                self._pause(label, str(exc.message), attempt)
+                continue
+            if response.status_code in _RETRYABLE_STATUSES and not last:
+                self._pause(label, f"HTTP {response.status_code}", attempt)
+                continue
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _pause(self, label: str, why: str, attempt: int) -> None:
+        delay = self._retry_backoff * (2 ** (attempt - 1))
+        log.warning("Runner %s failed (%s); retry %d in %.2fs", label, why, attempt, delay)
+        self._sleep(delay)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        label: str,
+        params: Mapping[str, Any] | None,
+        body: Any,
+        token: str | None,
+    ) -> requests.Response:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = json.dumps(body) if body is not None else None
+        started = time.monotonic()
+        try:
+            response = self._session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except requests.ConnectionError as exc:
+            if _connection_never_made(exc):
+                raise RunnerUnavailable(
+                    "could not connect to the Runner", operation=label, sent=False
+                ) from None
+            raise RunnerUnavailable(
+                "the connection to the Runner broke before an answer", operation=label
+            ) from None
+        except requests.ReadTimeout:
+            raise RunnerTimeout(
+                f"no answer within {self._timeout[1]:g}s; the request may have been applied",
+                operation=label,
+            ) from None
+        except requests.RequestException as exc:
+            raise RunnerUnavailable(
+                f"request failed ({type(exc).__name__})", operation=label
+            ) from None
+        log.debug(
+            "Runner %s -> %d in %.0f ms",
+            label,
+            response.status_code,
+            (time.monotonic() - started) * 1000,
+        )
+        return response
+
+    def _error_text(self, response: requests.Response, body: Any, token: str | None) -> str:
+        return message_from_body(
+            response.content, self._content_type(response), self._secrets(body, token)
+        )
+
+    def _decode(self, response: requests.Response, label: str, secrets: Sequence[str]) -> Any:
+        status = response.status_code
+        if 200 <= status < 300:
+            if status == 204 or not response.content.strip():
+                return None
+            try:
+                return json.loads(response.content)
+            except ValueError:
+                raise RunnerBadResponse(
+                    "the answer is not JSON", status_code=status, operation=label
+                ) from None
+        message = message_from_body(response.content, self._content_type(response), secrets)
+        error: type[RunnerError]
+        if status in (401, 403):
+            error = RunnerAuthError
+        elif status == 404:
+            error = RunnerNotFound
+        elif status in _REJECTED_STATUSES:
+            error = RunnerRejected
+        elif status in _RETRYABLE_STATUSES or status >= 500:
+            error = RunnerUnavailable
+        elif 300 <= status < 400:
+            error, message = RunnerBadResponse, "unexpected redirect"
+        else:
+            error = RunnerError
+        raise error(message, status_code=status, operation=label)
+
+    def _execution(self, data: Any, label: str) -> ExecutionDocument:
+        if not isinstance(data, Mapping):
+            raise RunnerBadResponse("expected an execution document", operation=label)
+        try:
+            return parse_execution_document(data)
+        except DocumentError as exc:
+            raise RunnerBadResponse(
+                f"bad execution document ({', '.join(sorted(exc.fields))})", operation=label
+            ) from None
+
+    def _job(self, data: Any, label: str) -> RunnerJob:
+        try:
+            return parse_job(data)
+        except ShapeError as exc:
+            raise RunnerBadResponse(f"bad job answer: {exc}", operation=label) from None
+
+    def _execution_page(
+        self, path: str, label: str, page: int, size: int
+    ) -> Page[ExecutionDocument]:
+        if page < 0 or not 1 <= size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page must be >= 0 and size 1..{MAX_PAGE_SIZE}")
+        data = self._call("GET", path, label, params={"page": page, "size": size})
+        return parse_page(data, page, size, lambda item: self._execution(item, label), label)
+
+
+def parse_page(
+    data: Any,
+    page: int,
+    size: int,
+    parse_item: Callable[[Any], T],
+    label: str = "list",
+) -> Page[T]:
+    """`{totalSize, page, size, results}` or a bare array; unparseable items are skipped."""
+    total: int | None = None
+    if isinstance(data, list):
+        raw_items = data
+    elif isinstance(data, Mapping) and isinstance(data.get("results"), list):
+        raw_items = data["results"]
+        total = _count(data.get("totalSize"))
+        page = _count(data.get("page"), page)
+        size = _count(data.get("size"), size) or size
+    else:
+        raise RunnerBadResponse("expected a page of results", operation=label)
+    items: list[T] = []
+    skipped = 0
+    for raw in raw_items:
+        try:
+            items.append(parse_item(raw))
+        except RunnerBadResponse as exc:
+            skipped += 1
+            log.warning("skipping an item of %s: %s", label, exc.message)
+    return Page(tuple(items), page, size, total, skipped)
+
+
+@overload
+def _count(value: Any) -> int | None: ...
+@overload
+def _count(value: Any, default: int) -> int: ...
+def _count(value: Any, default: int | None = None) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return default
+
+
+def iter_pages(fetch: Callable[[int], Page[T]], max_pages: int = 1000) -> Iterator[T]:
+    """Every item of a paged list, page after page, until a short or final page."""
+    for number in range(max_pages):
+        page = fetch(number)
+        yield from page.items
+        if page.is_last or not (page.items or page.skipped):
+            return
+    log.warning("stopped paging after %d pages", max_pages)

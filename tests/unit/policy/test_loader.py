@@ -1,0 +1,716 @@
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from textwrap import dedent
+from typing import Any
+
+import pytest
+
+from app.policy import (
+    DEFAULT_POLICY_TEXT,
+    Backoff,
+    Budget,
+    CircuitBreaker,
+    HostLimit,
+    Limits,
+    Policy,
+    PolicyError,
+    PolicyProblem,
+    Settings,
+    parse_policy,
+    policy_version,
+)
+
+from .helpers import policy
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def problems_of(text: str, source: str = "policy.yaml") -> list[tuple[int, str]]:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(dedent(text), source)
+    return [(p.line, p.message) for p in caught.value.problems]
+
+
+# --- valid policies ---------------------------------------------------------------------------
+
+S = timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("body", "read", "expected"),
+    [
+        # defaults
+        ("", lambda p: p.defaults, Settings()),
+        ("defaults:\n", lambda p: p.defaults, Settings()),
+        ("defaults: {}", lambda p: p.defaults, Settings()),
+        ("defaults: {action: skip}", lambda p: p.defaults.action, "skip"),
+        ("defaults: {action: restart}", lambda p: p.defaults.action, "restart"),
+        ("defaults: {hosts: none}", lambda p: p.defaults.hosts, "none"),
+        ("defaults: {hosts: all_failed}", lambda p: p.defaults.hosts, "all_failed"),
+        ("defaults: {hosts: failed}", lambda p: p.defaults.hosts, "failed"),
+        ("defaults: {max_restarts: 0}", lambda p: p.defaults.max_restarts, 0),
+        ("defaults: {max_restarts: 1000}", lambda p: p.defaults.max_restarts, 1000),
+        ("defaults: {deadline: null}", lambda p: p.defaults.deadline, None),
+        ("defaults: {deadline: 1h30m}", lambda p: p.defaults.deadline, 5400 * S),
+        ("defaults: {deadline: 90}", lambda p: p.defaults.deadline, 90 * S),
+        ("defaults: {require_unchanged: true}", lambda p: p.defaults.require_unchanged, True),
+        ("defaults: {require_unchanged: no}", lambda p: p.defaults.require_unchanged, False),
+        ("defaults: {backoff: {}}", lambda p: p.defaults.backoff, Backoff()),
+        (
+            "defaults: {backoff: {initial: 0s}}",
+            lambda p: p.defaults.backoff,
+            Backoff(initial=0 * S),
+        ),
+        ("defaults: {backoff: {factor: 1}}", lambda p: p.defaults.backoff.factor, 1.0),
+        ("defaults: {backoff: {factor: 1.5}}", lambda p: p.defaults.backoff.factor, 1.5),
+        ("defaults: {backoff: {max: 1h}}", lambda p: p.defaults.backoff.max, 3600 * S),
+        ("defaults: {backoff: {jitter: 0}}", lambda p: p.defaults.backoff.jitter, 0.0),
+        ("defaults: {backoff: {jitter: 1}}", lambda p: p.defaults.backoff.jitter, 1.0),
+        (
+            "defaults: {backoff: {initial: 10m, max: 10m}}",
+            lambda p: p.defaults.backoff,
+            Backoff(initial=600 * S, max=600 * S),
+        ),
+        # rules inherit the defaults and override what they name
+        (
+            "defaults: {max_restarts: 7}\nrules: [{name: a}]",
+            lambda p: p.rules[0].settings.max_restarts,
+            7,
+        ),
+        (
+            "defaults: {backoff: {initial: 1m}}\nrules: [{name: a, backoff: {max: 1h}}]",
+            lambda p: p.rules[0].settings.backoff,
+            Backoff(initial=60 * S, max=3600 * S),
+        ),
+        ("rules: [{name: a, action: skip}]", lambda p: p.rules[0].settings.action, "skip"),
+        ("rules: [{name: a, hosts: none}]", lambda p: p.rules[0].settings.hosts, "none"),
+        ("rules: [{name: a, max_restarts: 9}]", lambda p: p.rules[0].settings.max_restarts, 9),
+        ("rules: [{name: a, deadline: 2d}]", lambda p: p.rules[0].settings.deadline, 172800 * S),
+        ("rules: [{name: a, deadline: null}]", lambda p: p.rules[0].settings.deadline, None),
+        (
+            "rules: [{name: a, require_unchanged: true}]",
+            lambda p: p.rules[0].settings.require_unchanged,
+            True,
+        ),
+        ("rules: [{name: a, description: Why}]", lambda p: p.rules[0].description, "Why"),
+        ("rules: [{name: a}, {name: b}]", lambda p: [r.name for r in p.rules], ["a", "b"]),
+        ("rules: [{name: a}]", lambda p: p.rules[0].line, 2),
+        ("rules:\n", lambda p: p.rules, ()),
+        ("rules: []", lambda p: p.rules, ()),
+        # when
+        ("rules: [{name: a}]", lambda p: p.rules[0].when.is_catch_all, True),
+        ("rules: [{name: a, when: }]", lambda p: p.rules[0].when.is_catch_all, True),
+        ("rules: [{name: a, when: {}}]", lambda p: p.rules[0].when.is_catch_all, True),
+        (
+            "rules: [{name: a, when: {account: 'AC*'}}]",
+            lambda p: [g.pattern for g in p.rules[0].when.account],
+            ["AC*"],
+        ),
+        (
+            "rules: [{name: a, when: {job: ['db-*', x]}}]",
+            lambda p: [g.pattern for g in p.rules[0].when.job],
+            ["db-*", "x"],
+        ),
+        (
+            "rules: [{name: a, when: {host: 'web*'}}]",
+            lambda p: [g.pattern for g in p.rules[0].when.host],
+            ["web*"],
+        ),
+        (
+            "rules: [{name: a, when: {failure: [Unreachable, task_failed, unreachable]}}]",
+            lambda p: p.rules[0].when.failure,
+            ("unreachable", "task_failed"),
+        ),
+        (
+            "rules: [{name: a, when: {failure: init_failure}}]",
+            lambda p: p.rules[0].when.failure,
+            ("init_failure",),
+        ),
+        (
+            "rules: [{name: a, when: {status: [failure, Init_Failure]}}]",
+            lambda p: p.rules[0].when.status,
+            ("FAILURE", "INIT_FAILURE"),
+        ),
+        (
+            "rules: [{name: a, when: {message: '(?i)timed out'}}]",
+            lambda p: [m.pattern for m in p.rules[0].when.message],
+            ["(?i)timed out"],
+        ),
+        (
+            "rules: [{name: a, when: {host: 'h*'}}]",
+            lambda p: p.rules[0].when.has_host_conditions,
+            True,
+        ),
+        (
+            "rules: [{name: a, when: {job: 'j*'}}]",
+            lambda p: p.rules[0].when.has_host_conditions,
+            False,
+        ),
+        # limits
+        ("", lambda p: p.limits, Limits()),
+        ("limits: {}", lambda p: p.limits, Limits()),
+        ("limits: {per_job: null}", lambda p: p.limits.per_job, None),
+        ("limits: {per_account: null}", lambda p: p.limits.per_account, None),
+        ("limits: {global: null}", lambda p: p.limits.global_, None),
+        ("limits: {per_host: null}", lambda p: p.limits.per_host, None),
+        (
+            "limits: {per_job: {restarts: 3}}",
+            lambda p: p.limits.per_job,
+            Budget(restarts=3, window=3600 * S),
+        ),
+        (
+            "limits: {per_account: {window: 2h}}",
+            lambda p: p.limits.per_account,
+            Budget(restarts=50, window=7200 * S),
+        ),
+        (
+            "limits: {global: {restarts: 0, window: 30m}}",
+            lambda p: p.limits.global_,
+            Budget(restarts=0, window=1800 * S),
+        ),
+        (
+            "limits: {per_host: {failures: 2}}",
+            lambda p: p.limits.per_host,
+            HostLimit(failures=2),
+        ),
+        (
+            "limits: {per_host: {window: 1h, quarantine: 30m}}",
+            lambda p: p.limits.per_host,
+            HostLimit(window=3600 * S, quarantine=1800 * S),
+        ),
+        ("limits: {count_manual: true}", lambda p: p.limits.count_manual, True),
+        # circuit breaker
+        ("", lambda p: p.circuit_breaker, CircuitBreaker()),
+        ("circuit_breaker: null", lambda p: p.circuit_breaker, None),
+        ("circuit_breaker: {}", lambda p: p.circuit_breaker, CircuitBreaker()),
+        (
+            "circuit_breaker: {failure_ratio: 1}",
+            lambda p: p.circuit_breaker,
+            CircuitBreaker(failure_ratio=1.0),
+        ),
+        (
+            "circuit_breaker: {min_restarts: 1, window: 1h, cool_down: 0s}",
+            lambda p: p.circuit_breaker,
+            CircuitBreaker(min_restarts=1, window=3600 * S, cool_down=0 * S),
+        ),
+    ],
+)
+def test_valid_policy_values(body: str, read: Callable[[Policy], Any], expected: Any) -> None:
+    assert read(policy(body)) == expected
+
+
+def test_anchors_and_merge_keys_are_followed() -> None:
+    text = """\
+        version: 1
+        defaults:
+          backoff: &slow {initial: 5m, max: 1h}
+        rules:
+          - name: a
+            backoff:
+              <<: *slow
+              max: 2h
+          - name: b
+            backoff: *slow
+        """
+    parsed = parse_policy(dedent(text))
+    assert parsed.rules[0].settings.backoff == Backoff(initial=300 * S, max=7200 * S)
+    assert parsed.rules[1].settings.backoff == Backoff(initial=300 * S, max=3600 * S)
+
+
+def test_every_key_has_a_default() -> None:
+    parsed = parse_policy("version: 1")
+    assert parsed.defaults == Settings(
+        action="restart",
+        hosts="failed",
+        max_restarts=3,
+        backoff=Backoff(initial=30 * S, factor=2.0, max=600 * S, jitter=0.1),
+        deadline=6 * 3600 * S,
+        require_unchanged=False,
+    )
+    assert parsed.rules == ()
+    assert parsed.limits == Limits(
+        per_job=Budget(10, 3600 * S),
+        per_account=Budget(50, 3600 * S),
+        global_=Budget(200, 3600 * S),
+        per_host=HostLimit(failures=5, window=86400 * S, quarantine=6 * 3600 * S),
+        count_manual=False,
+    )
+    assert parsed.circuit_breaker == CircuitBreaker(0.5, 10, 900 * S, 600 * S)
+    assert parsed.schema_version == 1
+    assert parsed.warnings == ()
+
+
+def test_builtin_policy_text_spells_out_the_defaults() -> None:
+    builtin = parse_policy(DEFAULT_POLICY_TEXT, "builtin")
+    bare = parse_policy("version: 1", "builtin")
+    assert dataclasses.replace(bare, version_hash=builtin.version_hash) == builtin
+    assert builtin.rules == ()
+
+
+def test_shipped_example_policy_is_valid() -> None:
+    text = (REPO / "policy.yaml").read_text(encoding="utf-8")
+    parsed = parse_policy(text, "policy.yaml")
+    assert parsed.warnings == ()
+    assert [r.name for r in parsed.rules] == [
+        "no-db-migrations",
+        "prod-deploys-only-if-untouched",
+        "flaky-network",
+        "mirror-outage",
+        "init-failures",
+        "async-timeouts",
+    ]
+    assert parsed.rule("no-db-migrations") is not None
+    assert parsed.rule("missing") is None
+
+
+def test_design_example_policy_is_valid() -> None:
+    text = """\
+        version: 1
+        defaults:
+          action: restart            # restart | skip
+          hosts: failed              # failed | none   (none: POST {})
+          max_restarts: 3            # restarts respawn issues per execution
+          backoff: {initial: 30s, factor: 2, max: 10m, jitter: 0.1}
+          deadline: 6h               # no restart later than this after the first failure
+        rules:                       # first match wins; a rule overrides any default
+          - name: no-db-migrations
+            when: {job: "db-migrate*"}          # glob on job id or job description
+            action: skip
+          - name: flaky-network
+            when:
+              failure: [unreachable]
+              message: "(?i)timed out|connection reset"
+            max_restarts: 5
+        limits:                      # budgets over sliding windows
+          per_job: {restarts: 10, window: 1h}
+          global: {restarts: 200, window: 1h}
+          per_host: {failures: 5, window: 24h, quarantine: 6h}
+        circuit_breaker: {failure_ratio: 0.5, min_restarts: 10, window: 15m, cool_down: 10m}
+        """
+    parsed = parse_policy(dedent(text))
+    assert [r.name for r in parsed.rules] == ["no-db-migrations", "flaky-network"]
+    assert parsed.rules[1].settings.max_restarts == 5
+    assert parsed.rules[1].settings.backoff == Backoff()
+
+
+def test_version_hash_is_a_short_content_hash() -> None:
+    first = parse_policy("version: 1\n")
+    again = parse_policy("version: 1\n", "other.yaml")
+    edited = parse_policy("version: 1  # edited\n")
+    assert first.version_hash == again.version_hash == policy_version("version: 1\n")
+    assert first.version_hash != edited.version_hash
+    assert len(first.version_hash) == 12
+    assert int(first.version_hash, 16) >= 0
+
+
+def test_a_rule_after_a_catch_all_is_a_warning() -> None:
+    parsed = policy("rules:\n  - name: all\n  - name: never\n    when: {job: x}\n")
+    assert [str(w) for w in parsed.warnings] == [
+        "policy.yaml:4: rules[1]: rule 'never' is never used: rule 'all' (line 3) has no "
+        "conditions and matches every failure first"
+    ]
+
+
+# --- refused policies -------------------------------------------------------------------------
+
+ERRORS: list[tuple[str, str, list[tuple[int, str]]]] = [
+    ("empty", "", [(1, "the policy is empty: 'version: 1' is required")]),
+    ("comments only", "# nothing\n", [(1, "the policy is empty: 'version: 1' is required")]),
+    ("no version", "defaults: {}\n", [(1, "'version: 1' is required")]),
+    (
+        "version 2",
+        "version: 2\n",
+        [(1, "version: unsupported policy version 2; this respawn understands version 1")],
+    ),
+    (
+        "version as text",
+        "version: '1'\n",
+        [(1, "version: unsupported policy version '1'; this respawn understands version 1")],
+    ),
+    (
+        "version true",
+        "version: true\n",
+        [(1, "version: unsupported policy version true; this respawn understands version 1")],
+    ),
+    (
+        "top level list",
+        "- version: 1\n",
+        [
+            (
+                1,
+                "the policy must be a mapping of keys to values (starting with 'version: 1'), "
+                "got a list",
+            )
+        ],
+    ),
+    ("bad yaml", "version: 1\nrules: [\n", [(3, "not valid YAML")]),
+    ("tab", "version: 1\ndefaults:\n\taction: skip\n", [(3, "not valid YAML")]),
+    ("two documents", "version: 1\n---\nversion: 1\n", [(2, "not valid YAML")]),
+    (
+        "unknown top key",
+        "version: 1\nrule: []\n",
+        [
+            (
+                2,
+                "unknown key 'rule' in the policy (did you mean 'rules'?); expected one of: "
+                "version, defaults, rules, limits, circuit_breaker",
+            )
+        ],
+    ),
+    (
+        "unknown defaults key",
+        "version: 1\ndefaults:\n  max_restart: 3\n",
+        [(3, "unknown key 'max_restart' in defaults (did you mean 'max_restarts'?)")],
+    ),
+    (
+        "unknown backoff key",
+        "version: 1\ndefaults:\n  backoff:\n    inital: 1s\n",
+        [(4, "unknown key 'inital' in defaults.backoff (did you mean 'initial'?)")],
+    ),
+    (
+        "unknown rule key",
+        "version: 1\nrules:\n  - name: a\n    retries: 3\n",
+        [(4, "unknown key 'retries' in rules[0]")],
+    ),
+    (
+        "unknown when key",
+        "version: 1\nrules:\n  - name: a\n    when:\n      jobs: x\n",
+        [(5, "unknown key 'jobs' in rules[0].when (did you mean 'job'?)")],
+    ),
+    (
+        "settings key inside when",
+        "version: 1\nrules:\n  - name: a\n    when: {action: skip}\n",
+        [(4, "unknown key 'action' in rules[0].when")],
+    ),
+    (
+        "unknown limits key",
+        "version: 1\nlimits:\n  per_execution: {restarts: 1}\n",
+        [(3, "unknown key 'per_execution' in limits")],
+    ),
+    (
+        "unknown budget key",
+        "version: 1\nlimits:\n  per_job: {restart: 1}\n",
+        [(3, "unknown key 'restart' in limits.per_job (did you mean 'restarts'?)")],
+    ),
+    (
+        "unknown per_host key",
+        "version: 1\nlimits:\n  per_host:\n    failures: 3\n    cooldown: 1h\n",
+        [(5, "unknown key 'cooldown' in limits.per_host")],
+    ),
+    (
+        "unknown breaker key",
+        "version: 1\ncircuit_breaker:\n  ratio: 0.5\n",
+        [(3, "unknown key 'ratio' in circuit_breaker")],
+    ),
+    (
+        "duplicate key",
+        "version: 1\ndefaults:\n  action: skip\n  action: restart\n",
+        [(4, "duplicate key 'action' in defaults (first given on line 3)")],
+    ),
+    (
+        "non-text key",
+        "version: 1\ndefaults:\n  1: skip\n",
+        [(3, "defaults: 1 is not a key name")],
+    ),
+    ("defaults not a mapping", "version: 1\ndefaults: skip\n", [(2, "defaults must be a mapping")]),
+    (
+        "bad action",
+        "version: 1\ndefaults: {action: retry}\n",
+        [(2, "defaults.action must be one of restart, skip, got 'retry'")],
+    ),
+    (
+        "bad hosts",
+        "version: 1\ndefaults: {hosts: all}\n",
+        [(2, "defaults.hosts must be one of failed, all_failed, none, got 'all'")],
+    ),
+    (
+        "hosts null",
+        "version: 1\ndefaults: {hosts: null}\n",
+        [(2, "defaults.hosts must be one of failed, all_failed, none, got nothing (null)")],
+    ),
+    (
+        "max_restarts text",
+        "version: 1\ndefaults: {max_restarts: many}\n",
+        [(2, "defaults.max_restarts must be a whole number, got 'many'")],
+    ),
+    (
+        "max_restarts bool",
+        "version: 1\ndefaults: {max_restarts: true}\n",
+        [(2, "defaults.max_restarts must be a whole number, got true")],
+    ),
+    (
+        "max_restarts float",
+        "version: 1\ndefaults: {max_restarts: 2.5}\n",
+        [(2, "defaults.max_restarts must be a whole number, got 2.5")],
+    ),
+    (
+        "max_restarts negative",
+        "version: 1\ndefaults: {max_restarts: -1}\n",
+        [(2, "defaults.max_restarts must be between 0 and 1000, got -1")],
+    ),
+    (
+        "max_restarts huge",
+        "version: 1\ndefaults: {max_restarts: 1001}\n",
+        [(2, "defaults.max_restarts must be between 0 and 1000, got 1001")],
+    ),
+    (
+        "bad duration",
+        "version: 1\ndefaults: {deadline: 6 hours}\n",
+        [(2, "defaults.deadline: '6 hours' is not a duration")],
+    ),
+    (
+        "zero deadline",
+        "version: 1\ndefaults: {deadline: 0s}\n",
+        [(2, "defaults.deadline must be longer than 0s")],
+    ),
+    (
+        "duration as list",
+        "version: 1\ndefaults: {deadline: [1h]}\n",
+        [(2, "defaults.deadline must be a duration like 30s, 10m or 6h, got a list")],
+    ),
+    (
+        "fractional duration",
+        "version: 1\ndefaults:\n  backoff: {initial: 0.5}\n",
+        [(3, "defaults.backoff.initial: 0.5 is not a duration: fractions of a second")],
+    ),
+    (
+        "factor below one",
+        "version: 1\ndefaults:\n  backoff: {factor: 0.5}\n",
+        [(3, "defaults.backoff.factor must be at least 1 and at most 1000, got 0.5")],
+    ),
+    (
+        "factor infinite",
+        "version: 1\ndefaults:\n  backoff: {factor: .inf}\n",
+        [(3, "defaults.backoff.factor must be a finite number")],
+    ),
+    (
+        "factor text",
+        "version: 1\ndefaults:\n  backoff: {factor: double}\n",
+        [(3, "defaults.backoff.factor must be a number, got 'double'")],
+    ),
+    (
+        "jitter above one",
+        "version: 1\ndefaults:\n  backoff: {jitter: 1.5}\n",
+        [(3, "defaults.backoff.jitter must be at least 0 and at most 1, got 1.5")],
+    ),
+    (
+        "initial above max",
+        "version: 1\ndefaults:\n  backoff: {initial: 20m}\n",
+        [(3, "defaults.backoff: initial 20m is longer than max 10m")],
+    ),
+    (
+        "rule initial above inherited max",
+        "version: 1\nrules:\n  - name: a\n    backoff: {initial: 1h}\n",
+        [(4, "rules[0].backoff: initial 1h is longer than max 10m (max comes from defaults)")],
+    ),
+    (
+        "backoff not a mapping",
+        "version: 1\ndefaults:\n  backoff: 30s\n",
+        [(3, "defaults.backoff must be a mapping of keys to values such as {initial: 30s")],
+    ),
+    (
+        "require_unchanged text",
+        "version: 1\ndefaults: {require_unchanged: maybe}\n",
+        [(2, "defaults.require_unchanged must be true or false, got 'maybe'")],
+    ),
+    (
+        "rules not a list",
+        "version: 1\nrules: {name: a}\n",
+        [(2, "rules must be a list of rules ('- name: ...'), got a mapping")],
+    ),
+    (
+        "rule not a mapping",
+        "version: 1\nrules:\n  - flaky\n",
+        [(3, "rules[0] must be a mapping of keys to values")],
+    ),
+    (
+        "rule without name",
+        "version: 1\nrules:\n  - action: skip\n",
+        [(3, "rules[0]: every rule needs a name")],
+    ),
+    (
+        "empty name",
+        "version: 1\nrules:\n  - name: ''\n",
+        [(3, "rules[0].name must not be empty")],
+    ),
+    (
+        "numeric name",
+        "version: 1\nrules:\n  - name: 42\n",
+        [(3, "rules[0].name must be text, got 42 (quote it)")],
+    ),
+    (
+        "long name",
+        "version: 1\nrules:\n  - name: " + "x" * 101 + "\n",
+        [(3, "rules[0].name must be at most 100 characters long")],
+    ),
+    (
+        "reserved name",
+        "version: 1\nrules:\n  - name: defaults\n",
+        [(3, "rules[0].name: 'defaults' is reserved for the defaults")],
+    ),
+    (
+        "duplicate rule names",
+        "version: 1\nrules:\n  - name: a\n  - name: b\n  - name: a\n",
+        [(5, "rules[2].name: duplicate rule name 'a' (first used on line 3)")],
+    ),
+    (
+        "when not a mapping",
+        "version: 1\nrules:\n  - name: a\n    when: db-*\n",
+        [(4, "rules[0].when must be a mapping")],
+    ),
+    (
+        "empty glob",
+        "version: 1\nrules:\n  - name: a\n    when: {job: ''}\n",
+        [(4, "rules[0].when.job must not be empty")],
+    ),
+    (
+        "empty list",
+        "version: 1\nrules:\n  - name: a\n    when: {host: []}\n",
+        [(4, "rules[0].when.host must not be an empty list")],
+    ),
+    (
+        "numeric glob",
+        "version: 1\nrules:\n  - name: a\n    when: {account: 1234}\n",
+        [(4, "rules[0].when.account must be text, got 1234 (quote it)")],
+    ),
+    (
+        "unknown failure class on its own line",
+        "version: 1\nrules:\n  - name: a\n    when:\n      failure:\n        - unreachable\n"
+        "        - timeout\n",
+        [
+            (
+                7,
+                "rules[0].when.failure: 'timeout' is not a failure class; use unreachable, "
+                "task_failed, async_failed, init_failure, unknown",
+            )
+        ],
+    ),
+    (
+        "status that is never decided",
+        "version: 1\nrules:\n  - name: a\n    when: {status: [FAILURE, SUCCESS]}\n",
+        [
+            (
+                4,
+                "rules[0].when.status: 'SUCCESS' is never decided; respawn decides only FAILURE "
+                "and INIT_FAILURE executions",
+            )
+        ],
+    ),
+    (
+        "bad regex",
+        "version: 1\nrules:\n  - name: a\n    when:\n      message: '(?i)timed (out'\n",
+        [(5, "rules[0].when.message: invalid regular expression '(?i)timed (out': missing )")],
+    ),
+    (
+        "limits null",
+        "version: 1\nlimits: null\n",
+        [(2, "limits must be a mapping of keys to values; to turn one limit off, set it to null")],
+    ),
+    (
+        "budget negative",
+        "version: 1\nlimits:\n  global: {restarts: -1}\n",
+        [(3, "limits.global.restarts must be between 0 and 1000000, got -1")],
+    ),
+    (
+        "budget zero window",
+        "version: 1\nlimits:\n  per_job: {window: 0s}\n",
+        [(3, "limits.per_job.window must be longer than 0s")],
+    ),
+    (
+        "budget as number",
+        "version: 1\nlimits:\n  per_account: 10\n",
+        [(3, "limits.per_account must be a mapping of keys to values such as {restarts: 10")],
+    ),
+    (
+        "per_host zero failures",
+        "version: 1\nlimits:\n  per_host: {failures: 0}\n",
+        [(3, "limits.per_host.failures must be between 1 and 1000000, got 0")],
+    ),
+    (
+        "per_host zero quarantine",
+        "version: 1\nlimits:\n  per_host: {quarantine: 0}\n",
+        [(3, "limits.per_host.quarantine must be longer than 0s")],
+    ),
+    (
+        "count_manual text",
+        "version: 1\nlimits:\n  count_manual: sometimes\n",
+        [(3, "limits.count_manual must be true or false, got 'sometimes'")],
+    ),
+    (
+        "breaker ratio zero",
+        "version: 1\ncircuit_breaker: {failure_ratio: 0}\n",
+        [(2, "circuit_breaker.failure_ratio must be more than 0 and at most 1, got 0")],
+    ),
+    (
+        "breaker ratio above one",
+        "version: 1\ncircuit_breaker: {failure_ratio: 1.5}\n",
+        [(2, "circuit_breaker.failure_ratio must be more than 0 and at most 1, got 1.5")],
+    ),
+    (
+        "breaker min_restarts zero",
+        "version: 1\ncircuit_breaker: {min_restarts: 0}\n",
+        [(2, "circuit_breaker.min_restarts must be between 1 and 1000000, got 0")],
+    ),
+    (
+        "breaker bad window",
+        "version: 1\ncircuit_breaker:\n  window: soon\n",
+        [(3, "circuit_breaker.window: 'soon' is not a duration")],
+    ),
+    (
+        "breaker as text",
+        "version: 1\ncircuit_breaker: off\n",
+        [(2, "circuit_breaker must be a mapping of keys to values")],
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
+def test_refused_policies_name_the_line(text: str, expected: list[tuple[int, str]]) -> None:
+    found = problems_of(text)
+    assert len(found) == len(expected), found
+    for (line, message), (want_line, want_start) in zip(found, expected, strict=True):
+        assert line == want_line, (line, message)
+        assert message.startswith(want_start), message
+
+
+def test_every_problem_is_reported_in_line_order() -> None:
+    text = """\
+        version: 3
+        defaults:
+          max_restart: 3
+          backoff: {initial: 20m, factor: 0.5}
+        rules:
+          - name: a
+            when: {job: "db-*", failure: [timeout], message: "x("}
+            action: nope
+          - name: a
+            deadline: 0s
+          - when: {}
+        limits:
+          per_job: null
+          global: {restarts: -1}
+        circuit_breaker: {failure_ratio: 0}
+        bogus: 1
+        """
+    found = problems_of(text)
+    assert [line for line, _ in found] == [1, 3, 4, 4, 7, 7, 8, 9, 10, 11, 14, 15, 16]
+
+
+def test_problems_format_as_file_line_message() -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy("version: 1\nbogus: 1\n", "/etc/respawn/policy.yaml")
+    problem = caught.value.problems[0]
+    assert problem == PolicyProblem("/etc/respawn/policy.yaml", 2, problem.message)
+    assert str(problem).startswith("/etc/respawn/policy.yaml:2: unknown key 'bogus'")
+    assert str(caught.value) == str(problem)
+
+
+def test_regexes_and_globs_are_compiled_at_load() -> None:
+    parsed = policy("rules:\n  - name: a\n    when: {job: 'db-*', message: 'timed out'}\n")
+    when = parsed.rules[0].when
+    assert when.job[0].compiled.pattern
+    assert when.message[0].compiled.search("ssh: timed out")
