@@ -68,6 +68,39 @@ def serve(bind: str, workers: int | None) -> None:
     os.execv(sys.executable, argv)  # noqa: S606  (replaces this process with gunicorn)
 
 
+@main.command("worker")
+@click.option(
+    "--dispatchers",
+    type=int,
+    default=2,
+    show_default=True,
+    help="dispatcher threads in this process",
+)
+@click.option("--no-reconcile", is_flag=True, help="do not run the reconciler here")
+@with_appcontext
+def worker(dispatchers: int, no_reconcile: bool) -> None:
+    """Run the dispatcher and reconciler (no HTTP) until SIGTERM or Ctrl-C."""
+    import signal
+    import threading
+
+    from app.dispatcher.worker import start_background
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    background = start_background(app, dispatchers=dispatchers, reconcile=not no_reconcile)
+    if background is None:
+        raise click.ClickException(
+            "no Runner credentials: set RESPAWN_RUNNER_TOKEN or RESPAWN_RUNNER_USERNAME/PASSWORD"
+        )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    click.echo(
+        f"respawn worker: {dispatchers} dispatcher(s), reconciler {'off' if no_reconcile else 'on'}"
+    )
+    stop.wait()
+    background.stop()
+
+
 @main.group("user")
 def user_group() -> None:
     """Admin UI users."""

@@ -42,6 +42,9 @@ class Settings:
     dispatch_interval: float = 2.0
     reconcile_interval: float = 300.0
     max_send_attempts: int = 8
+    retry_base_seconds: float = 5.0
+    reconcile_accounts: tuple[str, ...] = ()
+    reconcile_max_pages: int = 3
     policy_check_interval: float = 2.0
     secure_cookies: bool = True
     log_level: str = "INFO"
@@ -70,6 +73,9 @@ _ENV: dict[str, tuple[str, str]] = {
     "RESPAWN_DISPATCH_INTERVAL": ("dispatch_interval", "float"),
     "RESPAWN_RECONCILE_INTERVAL": ("reconcile_interval", "float"),
     "RESPAWN_MAX_SEND_ATTEMPTS": ("max_send_attempts", "int"),
+    "RESPAWN_RETRY_BASE_SECONDS": ("retry_base_seconds", "float"),
+    "RESPAWN_RECONCILE_ACCOUNTS": ("reconcile_accounts", "list"),
+    "RESPAWN_RECONCILE_MAX_PAGES": ("reconcile_max_pages", "int"),
     "RESPAWN_POLICY_CHECK_INTERVAL": ("policy_check_interval", "float"),
     "RESPAWN_SECURE_COOKIES": ("secure_cookies", "bool"),
     "RESPAWN_LOG_LEVEL": ("log_level", "str"),

@@ -47,7 +47,11 @@ def manual_restart(
     execution = get_execution(session, execution_id)
     stored = queue_manual_restart(session, execution, hosts, actor, now, policy, note)
     record_audit(
-        session, actor, "restart", execution_id, now,
+        session,
+        actor,
+        "restart",
+        execution_id,
+        now,
         {"hosts": list(stored.decision.hosts), "decision_id": stored.decision.id},
     )
     return stored
@@ -84,8 +88,14 @@ def pause_automatic(
     if pause is None:
         pause = Pause(job_id=key, paused_by=actor, paused_at=now, reason=reason)
         session.add(pause)
-    record_audit(session, actor, "pause", f"job {key}" if key else "global", now,
-                 {"reason": reason} if reason else None)
+    record_audit(
+        session,
+        actor,
+        "pause",
+        f"job {key}" if key else "global",
+        now,
+        {"reason": reason} if reason else None,
+    )
     session.flush()
     return pause
 

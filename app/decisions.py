@@ -143,9 +143,7 @@ def _restart_outcomes(
         .order_by(Restart.result_at.desc())
         .limit(MAX_OUTCOMES)
     )
-    return tuple(
-        sorted(RestartOutcome(at, result == "failed_again") for at, result in rows if at)
-    )
+    return tuple(sorted(RestartOutcome(at, result == "failed_again") for at, result in rows if at))
 
 
 def pause_reason(session: Session, job_id: str) -> str | None:

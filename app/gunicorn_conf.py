@@ -21,7 +21,7 @@ limit_request_line = 8190
 _CALLBACK_TOKEN = re.compile(r"(/callbacks/)[^/\s?]+")
 
 
-class RedactingLogger(Logger):
+class RedactingLogger(Logger):  # type: ignore[misc]  # gunicorn ships no type hints
     """The access log, with the secret token of callback URLs masked."""
 
     def atoms(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
@@ -33,3 +33,13 @@ class RedactingLogger(Logger):
 
 
 logger_class = RedactingLogger
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    """Each web process runs its own dispatcher thread unless RESPAWN_DISPATCHER=off."""
+    from app.dispatcher.worker import start_background
+    from app.settings import get_settings
+
+    app = worker.wsgi
+    if get_settings(app).dispatcher == "embedded":
+        start_background(app)

@@ -7,7 +7,7 @@ import binascii
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, exists, func, or_, select, tuple_
 from sqlalchemy.orm import Session
@@ -70,7 +70,7 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
         ) from None
 
 
-_SelectT = TypeVar("_SelectT", bound=Select[Unpack[tuple[Any, ...]]])
+_SelectT = TypeVar("_SelectT", bound=Select[*tuple[Any, ...]])
 
 
 def _filtered(query: _SelectT, filters: ExecutionFilters) -> _SelectT:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
+from sqlalchemy.orm import Session
 
+from app.api.openapi import openapi_document
 from app.api.schemas import (
     AttemptSchema,
     DecisionSchema,
@@ -15,12 +19,22 @@ from app.api.schemas import (
     ExecutionListArgs,
     ExecutionSummarySchema,
     HostFailureSchema,
+    ManualRestartArgs,
     PageArgs,
     RestartSchema,
     RunSchema,
 )
-from app.db import get_session
-from app.errors import Invalid, Unauthorized
+from app.controls import (
+    cancel_restart,
+    list_pauses,
+    manual_restart,
+    notify_dispatcher,
+    pause_automatic,
+    resume_automatic,
+)
+from app.db import get_session, utcnow
+from app.decisions import current_policy
+from app.errors import BadRequest, Invalid, NotFound, Unauthorized, UnsupportedMediaType
 from app.queries import (
     ExecutionDetail,
     ExecutionFilters,
@@ -44,6 +58,8 @@ _events = EventSchema(many=True)
 
 @bp.before_request
 def _require_token() -> None:
+    if request.endpoint == "api.openapi":
+        return
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     tokens = get_settings().api_tokens
@@ -79,6 +95,11 @@ def serialize_detail(detail: ExecutionDetail) -> dict[str, Any]:
     return body
 
 
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document())
+
+
 @bp.get("/executions")
 def executions_index() -> Response:
     args = load_args(ExecutionListArgs(), request.args)
@@ -101,3 +122,96 @@ def executions_events(execution_id: str) -> Response:
     execution = get_execution(session, execution_id)
     page = list_events(session, execution, args["limit"], args["cursor"])
     return jsonify({"items": _events.dump(page.items), "next_cursor": page.next_cursor})
+
+
+def _actor() -> str:
+    """API callers are named by a fingerprint of their token, never the token itself."""
+    token = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    return "api:" + hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+def _json_body() -> Any:
+    if not request.get_data(cache=True):
+        return {}
+    if not request.is_json:
+        raise UnsupportedMediaType("send the body as application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("the body is not valid JSON")
+    if not isinstance(body, dict):
+        raise Invalid("expected a JSON object", fields={"_schema": ["Expected an object."]})
+    return body
+
+
+def _committed(work: Callable[[Session], Any]) -> Any:
+    session = get_session()
+    with session.begin():
+        result = work(session)
+    return result
+
+
+@bp.post("/executions/<execution_id>/restart")
+def executions_restart(execution_id: str) -> tuple[Response, int]:
+    args = load_args(ManualRestartArgs(), _json_body())
+    policy = current_policy().policy
+    stored = _committed(
+        lambda s: manual_restart(
+            s, execution_id, args["hosts"], _actor(), utcnow(), policy, args["reason"]
+        )
+    )
+    notify_dispatcher(current_app)
+    body = {
+        "decision": _decisions.dump([stored.decision])[0],
+        "restart": _restarts.dump([stored.restart])[0],
+    }
+    return jsonify(body), 202
+
+
+@bp.post("/restarts/<int:restart_id>/cancel")
+def restarts_cancel(restart_id: int) -> Response:
+    restart = _committed(lambda s: cancel_restart(s, restart_id, _actor(), utcnow()))
+    return jsonify(_restarts.dump([restart])[0])
+
+
+def _pause_key(scope: str) -> str | None:
+    return None if scope == "global" else scope
+
+
+@bp.get("/pauses")
+def pauses_index() -> Response:
+    pauses = list_pauses(get_session())
+    return jsonify(
+        {
+            "items": [
+                {
+                    "scope": "global" if not p.job_id else "job",
+                    "job_id": p.job_id or None,
+                    "paused_by": p.paused_by,
+                    "reason": p.reason,
+                    "paused_at": p.paused_at.isoformat(),
+                }
+                for p in pauses
+            ]
+        }
+    )
+
+
+@bp.put("/pauses/global", defaults={"job_id": "global"})
+@bp.put("/pauses/jobs/<job_id>")
+def pauses_put(job_id: str) -> tuple[Response, int]:
+    body = _json_body()
+    reason = body.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 255):
+        raise Invalid("invalid reason", fields={"reason": ["At most 255 characters."]})
+    _committed(lambda s: pause_automatic(s, _pause_key(job_id), _actor(), utcnow(), reason))
+    return jsonify({"paused": True, "scope": job_id}), 200
+
+
+@bp.delete("/pauses/global", defaults={"job_id": "global"})
+@bp.delete("/pauses/jobs/<job_id>")
+def pauses_delete(job_id: str) -> Response:
+    resumed = _committed(lambda s: resume_automatic(s, _pause_key(job_id), _actor(), utcnow()))
+    if not resumed:
+        raise NotFound("automatic restarts were not paused there")
+    notify_dispatcher(current_app)
+    return jsonify({"paused": False, "scope": job_id})

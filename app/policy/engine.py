@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -343,7 +343,7 @@ def _gates(
     status = inp.status.upper()
 
     if status in FAILED_STATUSES:
-        yield _Gate(Check(ReasonCode.NOT_FAILED, True, f"status {status} is a failure"))
+        yield _pass(state, ReasonCode.NOT_FAILED, lambda: f"status {status} is a failure")
     else:
         yield _Gate(
             Check(ReasonCode.NOT_FAILED, False, f"status {status} is not FAILURE or INIT_FAILURE"),
@@ -351,30 +351,33 @@ def _gates(
         )
 
     if inp.paused is None:
-        yield _Gate(Check(ReasonCode.PAUSED, True, "automatic restarts are not paused"))
+        yield _pass(state, ReasonCode.PAUSED, lambda: "automatic restarts are not paused")
     else:
         text = inp.paused.strip() or "automatic restarts are paused"
         yield _Gate(Check(ReasonCode.PAUSED, False, text), f"skip: {text}")
 
     if settings.action == "restart":
-        yield _Gate(Check(ReasonCode.RULE_SKIP, True, f"{by} says restart"))
+        yield _pass(state, ReasonCode.RULE_SKIP, lambda: f"{by} says restart")
     else:
         yield _Gate(Check(ReasonCode.RULE_SKIP, False, f"{by} says skip"), f"skip by {by}")
 
     limit = settings.max_restarts
     done = inp.prior_restarts
-    detail = f"{done} earlier automatic restart{_s(done)}, max_restarts {limit} ({by})"
+
+    def restarts_so_far() -> str:
+        return f"{done} earlier automatic restart{_s(done)}, max_restarts {limit} ({by})"
+
     if done < limit:
-        yield _Gate(Check(ReasonCode.MAX_RESTARTS, True, detail))
+        yield _pass(state, ReasonCode.MAX_RESTARTS, restarts_so_far)
     else:
         yield _Gate(
-            Check(ReasonCode.MAX_RESTARTS, False, detail),
+            Check(ReasonCode.MAX_RESTARTS, False, restarts_so_far()),
             f"skip: max_restarts {limit} reached ({by})",
         )
 
     state.delay = backoff_delay(settings.backoff, inp.execution_id, done)
     state.due_at = (now + timedelta(seconds=state.delay)).astimezone(UTC)
-    yield _deadline_gate(settings, inp, state.due_at)
+    yield _deadline_gate(settings, inp, state)
 
     yield from _host_gates(policy, inp, settings, rule, qualifying, hosts, state)
 
@@ -385,22 +388,22 @@ def _gates(
         (ReasonCode.BUDGET_PER_ACCOUNT, limits.per_account, usage.per_account, "per-account"),
         (ReasonCode.BUDGET_GLOBAL, limits.global_, usage.global_, "global"),
     ):
-        yield _budget_gate(code, budget, used, label)
+        yield _budget_gate(state, code, budget, used, label)
 
     breaker = policy.circuit_breaker
     if breaker is None:
-        yield _Gate(Check(ReasonCode.BREAKER_OPEN, True, "circuit breaker is off"))
+        yield _pass(state, ReasonCode.BREAKER_OPEN, lambda: "circuit breaker is off")
         return
     found = breaker_state(breaker, inp.restart_outcomes, now)
     window = format_duration(breaker.window)
     if not found.open:
-        yield _Gate(
-            Check(
-                ReasonCode.BREAKER_OPEN,
-                True,
+        yield _pass(
+            state,
+            ReasonCode.BREAKER_OPEN,
+            lambda: (
                 f"circuit breaker closed: {found.failed} of {found.total} restarts within "
-                f"{window} failed again",
-            )
+                f"{window} failed again"
+            ),
         )
     else:
         until = _at(found.until or now, now)
@@ -416,21 +419,23 @@ def _gates(
         )
 
 
-def _deadline_gate(settings: Settings, inp: DecisionInput, due_at: datetime) -> _Gate:
-    if settings.deadline is None:
-        return _Gate(Check(ReasonCode.DEADLINE, True, "no deadline"))
+def _deadline_gate(settings: Settings, inp: DecisionInput, state: _State) -> _Gate:
+    deadline = settings.deadline
+    if deadline is None:
+        return _pass(state, ReasonCode.DEADLINE, lambda: "no deadline")
     now = inp.now
-    deadline_at = inp.first_failure_at + settings.deadline
-    span = format_duration(settings.deadline)
+    due_at = state.due_at or now
+    deadline_at = inp.first_failure_at + deadline
     if due_at <= deadline_at:
-        return _Gate(
-            Check(
-                ReasonCode.DEADLINE,
-                True,
-                f"due at {_at(due_at, now)}, within the deadline {span} after the first failure "
-                f"({_at(deadline_at, now)})",
-            )
+        return _pass(
+            state,
+            ReasonCode.DEADLINE,
+            lambda: (
+                f"due at {_at(due_at, now)}, within the deadline {format_duration(deadline)} "
+                f"after the first failure ({_at(deadline_at, now)})"
+            ),
         )
+    span = format_duration(deadline)
     detail = (
         f"due at {_at(due_at, now)}, after the deadline {span} after the first failure "
         f"({_at(deadline_at, now)})"
@@ -483,8 +488,9 @@ def _host_gates(
         return ExcludedHost(host.host, ReasonCode.UNSAFE_CHANGED, why)
 
     if settings.hosts == "none":
-        detail = "hosts: none restarts without a host list"
-        yield _Gate(Check(ReasonCode.NO_FAILED_HOSTS, True, detail))
+        yield _pass(
+            state, ReasonCode.NO_FAILED_HOSTS, lambda: "hosts: none restarts without a host list"
+        )
         held = [e for e in map(quarantine_of, hosts) if e is not None]
         changed = [e for e in map(unsafe_of, hosts) if e is not None]
         state.excluded = held + changed
@@ -505,20 +511,23 @@ def _host_gates(
 
     if not hosts:
         if inp.status.upper() == "INIT_FAILURE":
-            detail = "INIT_FAILURE without failed hosts: restart with no host list"
-            yield _Gate(Check(ReasonCode.NO_FAILED_HOSTS, True, detail))
+            yield _pass(
+                state,
+                ReasonCode.NO_FAILED_HOSTS,
+                lambda: "INIT_FAILURE without failed hosts: restart with no host list",
+            )
         else:
             yield _Gate(
                 Check(ReasonCode.NO_FAILED_HOSTS, False, "no failed hosts are known"),
                 f"skip: no failed hosts are known to restart (hosts: {settings.hosts})",
             )
-        yield _Gate(Check(ReasonCode.QUARANTINE, True, "no failed hosts to check"))
-        yield _Gate(Check(ReasonCode.UNSAFE_CHANGED, True, "no failed hosts to check"))
+        yield _pass(state, ReasonCode.QUARANTINE, lambda: "no failed hosts to check")
+        yield _pass(state, ReasonCode.UNSAFE_CHANGED, lambda: "no failed hosts to check")
         state.hosts = ()
         return
 
-    yield _Gate(
-        Check(ReasonCode.NO_FAILED_HOSTS, True, f"{len(hosts)} failed host{_s(len(hosts))}")
+    yield _pass(
+        state, ReasonCode.NO_FAILED_HOSTS, lambda: f"{len(hosts)} failed host{_s(len(hosts))}"
     )
     targets = hosts
     if settings.hosts == "failed" and rule is not None and rule.when.has_host_conditions:
@@ -540,12 +549,15 @@ def _host_gates(
             quarantined.append(excluded)
     state.excluded.extend(quarantined)
     if survivors or not quarantined:
-        detail = (
-            f"{len(quarantined)} of {len(targets)} host{_s(len(targets))} quarantined"
-            if limit is not None
-            else "per-host limit is off"
+        yield _pass(
+            state,
+            ReasonCode.QUARANTINE,
+            lambda: (
+                f"{len(quarantined)} of {len(targets)} host{_s(len(targets))} quarantined"
+                if limit is not None
+                else "per-host limit is off"
+            ),
         )
-        yield _Gate(Check(ReasonCode.QUARANTINE, True, detail))
     else:
         yield _gate_for_all(ReasonCode.QUARANTINE, quarantined, "quarantined", "")
         if not state.explain:
@@ -562,20 +574,23 @@ def _host_gates(
             unsafe.append(excluded)
     state.excluded.extend(unsafe)
     if not settings.require_unchanged:
-        yield _Gate(Check(ReasonCode.UNSAFE_CHANGED, True, "require_unchanged is off"))
+        yield _pass(state, ReasonCode.UNSAFE_CHANGED, lambda: "require_unchanged is off")
     elif safe:
-        yield _Gate(
-            Check(
-                ReasonCode.UNSAFE_CHANGED,
-                True,
-                f"{len(safe)} of {len(survivors)} host{_s(len(survivors))} changed nothing",
-            )
+        yield _pass(
+            state,
+            ReasonCode.UNSAFE_CHANGED,
+            lambda: f"{len(safe)} of {len(survivors)} host{_s(len(survivors))} changed nothing",
         )
     else:
         yield _gate_for_all(
             ReasonCode.UNSAFE_CHANGED, unsafe, "unsafe to restart (require_unchanged)", ""
         )
     state.hosts = tuple(h.host for h in safe)
+
+
+def _pass(state: _State, code: str, detail: Callable[[], str]) -> _Gate:
+    """A gate that passed; its detail is only worked out for an explanation."""
+    return _Gate(Check(code, True, detail() if state.explain else ""))
 
 
 def _gate_for_all(code: str, blocking: list[ExcludedHost], what: str, fine: str) -> _Gate:
@@ -593,13 +608,17 @@ def _gate_for_all(code: str, blocking: list[ExcludedHost], what: str, fine: str)
     return _Gate(Check(code, False, details), sentence)
 
 
-def _budget_gate(code: str, budget: Budget | None, used: int, label: str) -> _Gate:
+def _budget_gate(state: _State, code: str, budget: Budget | None, used: int, label: str) -> _Gate:
     if budget is None:
-        return _Gate(Check(code, True, f"{label} budget is off"))
+        return _pass(state, code, lambda: f"{label} budget is off")
     window = format_duration(budget.window)
-    detail = f"{label} budget: {used} of {budget.restarts} restarts used within {window}"
     if used < budget.restarts:
-        return _Gate(Check(code, True, detail))
+        return _pass(
+            state,
+            code,
+            lambda: f"{label} budget: {used} of {budget.restarts} restarts used within {window}",
+        )
+    detail = f"{label} budget: {used} of {budget.restarts} restarts used within {window}"
     return _Gate(
         Check(code, False, detail),
         f"skip: {label} budget of {budget.restarts} restart{_s(budget.restarts)} per {window} "

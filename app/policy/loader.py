@@ -72,6 +72,11 @@ _TOP: Final = ""
 
 Entries = dict[str, tuple[yaml.Node, yaml.Node]]
 
+# libyaml composes ~20 times faster; both keep line numbers and use the same constructor.
+_Loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
+    yaml, "CSafeLoader", yaml.SafeLoader
+)
+
 
 def policy_version(text: str) -> str:
     """The short content hash that identifies a policy text."""
@@ -96,16 +101,19 @@ class _Parser:
         self.source = source
         self.problems: list[PolicyProblem] = []
         self.warnings: list[PolicyProblem] = []
-        self.loader = yaml.SafeLoader(text)
+        self.loader: yaml.SafeLoader | yaml.CSafeLoader
 
     # --- entry point ----------------------------------------------------------------------------
 
     def parse(self) -> Policy:
         try:
+            # The reader checks the characters as soon as the loader is made.
+            self.loader = _Loader(self.text)
+        except yaml.YAMLError as exc:
+            raise PolicyError([self._yaml_problem(exc)]) from None
+        try:
             try:
                 root = self.loader.get_single_node()
-            except yaml.MarkedYAMLError as exc:
-                raise PolicyError([self._yaml_problem(exc)]) from None
             except yaml.YAMLError as exc:
                 raise PolicyError([self._yaml_problem(exc)]) from None
             policy = self._policy(root)
@@ -124,8 +132,10 @@ class _Parser:
             parts = [p for p in (exc.context, exc.problem) if p]
             what = "; ".join(parts) or "cannot be parsed"
         elif isinstance(exc, yaml.reader.ReaderError):
-            line = self.text.count("\n", 0, exc.position) + 1
-            what = f"unacceptable character {exc.character!r} ({exc.reason})"
+            line = self.text.count("\n", 0, min(exc.position, len(self.text))) + 1
+            character = exc.character
+            shown = f"#x{character:04x}" if isinstance(character, int) else repr(character)
+            what = f"unacceptable character {shown}: {exc.reason}"
         else:
             what = str(exc)
         return PolicyProblem(self.source, line, f"not valid YAML: {what}")

@@ -297,7 +297,9 @@ def _apply_document(
         execution.is_vpn_established = doc.is_vpn_established
     execution.run_count = max(execution.run_count, count, run_index + 1)
     if doc.status is not None:
-        _set_status(session, state, run_index, doc.status, now)
+        # A document fetched late (the reconciler) dates its failure by the run's end.
+        ended = doc.timers[run_index].end_ms if run_index < count else None
+        _set_status(session, state, run_index, doc.status, _ms_to_datetime(ended) or now)
     if doc.status in FAILED_STATUSES:
         failure_class = "init_failure" if doc.status == "INIT_FAILURE" else "unknown"
         for host in doc.failed_hosts:
@@ -459,3 +461,42 @@ def record_deliveries(
         result.executions[execution.execution_id] = execution
     session.flush()
     return result
+
+
+def document_payload(document: ExecutionDocument) -> dict[str, Any]:
+    """An execution document as the Runner would have sent it (for documents we fetched)."""
+    payload: dict[str, Any] = dict(document.extra)
+    payload.update(
+        execution_id=document.execution_id,
+        job_id=document.job_id,
+        account_alias=document.account_alias,
+        status=document.status,
+        timers=[{"start": t.start_ms, "end": t.end_ms} for t in document.timers],
+        failed_hosts=list(document.failed_hosts),
+        repository_log=document.repository_log,
+        is_vpn_established=document.is_vpn_established,
+    )
+    if document.record_id is not None:
+        payload["id"] = document.record_id
+    return payload
+
+
+def record_documents(
+    session: Session, documents: Sequence[ExecutionDocument], now: dt.datetime
+) -> IngestResult:
+    """Record execution documents respawn fetched itself (restart answers, the reconciler)."""
+    deliveries = []
+    for document in documents:
+        payload = document_payload(document)
+        deliveries.append(
+            Delivery(document, redact(payload), delivery_key(document, payload), None)
+        )
+    return record_deliveries(session, deliveries, now)
+
+
+def advance_to_run(
+    session: Session, execution: Execution, run_index: int, status: str, now: dt.datetime
+) -> None:
+    """Move an execution forward to a run (a restart respawn saw accepted)."""
+    runs = session.scalars(select(ExecutionRun).where(ExecutionRun.execution_pk == execution.id))
+    _set_status(session, _ExecutionState(execution, runs), run_index, status, now)

@@ -28,8 +28,9 @@ def post(client: FlaskClient, body: Any) -> None:
     assert response.status_code == 202, response.get_json()
 
 
-def decisions(client: FlaskClient, headers: dict[str, str], execution_id: str = EXECUTION_ID
-              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def decisions(
+    client: FlaskClient, headers: dict[str, str], execution_id: str = EXECUTION_ID
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     body = client.get(f"/api/v1/executions/{execution_id}", headers=headers).get_json()
     return body["decisions"], body["restarts"]
 
@@ -61,14 +62,13 @@ rules:
 
 
 def unreachable_run(job_id: str = "job-1", account: str = "XXXX") -> list[dict[str, Any]]:
-    return failing_run_events(T0, failing=("web3",), job_id=job_id,
-                              account=account)
+    return failing_run_events(T0, failing=("web3",), job_id=job_id, account=account)
 
 
-def task_failed_run(job_id: str = "job-1", account: str = "XXXX",
-                    changed: bool = False) -> list[dict[str, Any]]:
-    events = failing_run_events(T0, failing=("web2",), job_id=job_id,
-                                account=account)
+def task_failed_run(
+    job_id: str = "job-1", account: str = "XXXX", changed: bool = False
+) -> list[dict[str, Any]]:
+    events = failing_run_events(T0, failing=("web2",), job_id=job_id, account=account)
     if changed:
         for item in events:
             if item["event_type"] == "runner_on_failed":
@@ -77,32 +77,59 @@ def task_failed_run(job_id: str = "job-1", account: str = "XXXX",
 
 
 def init_failure(job_id: str = "job-1", account: str = "XXXX") -> list[dict[str, Any]]:
-    return [{"execution_id": EXECUTION_ID, "job_id": job_id, "account_alias": account,
-             "status": "INIT_FAILURE", "timers": [{"start": T0, "end": T0 + 2}], "failed_hosts": []}]
+    return [
+        {
+            "execution_id": EXECUTION_ID,
+            "job_id": job_id,
+            "account_alias": account,
+            "status": "INIT_FAILURE",
+            "timers": [{"start": T0, "end": T0 + 2}],
+            "failed_hosts": [],
+        }
+    ]
 
 
 CASES = [
     # (feed, action, rule, reason_code, hosts, backoff)
-    (unreachable_run(job_id="db-migrate-users"), "skip", "no-db-migrations", "rule_skip", [],
-     None),
+    (unreachable_run(job_id="db-migrate-users"), "skip", "no-db-migrations", "rule_skip", [], None),
     (unreachable_run(), "restart", "flaky-network", "restart", ["web3"], 60.0),
     (task_failed_run(), "restart", "defaults", "restart", ["web2"], 0.0),
     (init_failure(), "restart", "init", "restart", [], 0.0),
     (task_failed_run(account="WEBS"), "restart", "web-only", "restart", ["web2"], 0.0),
-    (task_failed_run(job_id="careful-1", changed=True), "skip", "careful", "unsafe_changed", [],
-     None),
+    (
+        task_failed_run(job_id="careful-1", changed=True),
+        "skip",
+        "careful",
+        "unsafe_changed",
+        [],
+        None,
+    ),
     (task_failed_run(job_id="careful-1"), "restart", "careful", "restart", ["web2"], 0.0),
 ]
 
 
 @pytest.mark.parametrize(
-    ("feed", "action", "rule", "reason_code", "hosts", "backoff"), CASES,
-    ids=["skip-rule", "flaky-network", "defaults", "init-failure", "host-glob",
-         "unsafe-changed", "unchanged-ok"],
+    ("feed", "action", "rule", "reason_code", "hosts", "backoff"),
+    CASES,
+    ids=[
+        "skip-rule",
+        "flaky-network",
+        "defaults",
+        "init-failure",
+        "host-glob",
+        "unsafe-changed",
+        "unchanged-ok",
+    ],
 )
 def test_failure_stores_the_expected_decision(
-    make_app: Callable[..., Flask], policy_file: Path, api_headers: dict[str, str],
-    feed: list[dict[str, Any]], action: str, rule: str, reason_code: str, hosts: list[str],
+    make_app: Callable[..., Flask],
+    policy_file: Path,
+    api_headers: dict[str, str],
+    feed: list[dict[str, Any]],
+    action: str,
+    rule: str,
+    reason_code: str,
+    hosts: list[str],
     backoff: float | None,
 ) -> None:
     policy_file.write_text(POLICY)
@@ -112,7 +139,10 @@ def test_failure_stores_the_expected_decision(
 
     (decision,), restarts = decisions(client, api_headers)
     assert (decision["action"], decision["rule"], decision["reason_code"]) == (
-        action, rule, reason_code)
+        action,
+        rule,
+        reason_code,
+    )
     assert decision["hosts"] == hosts
     assert decision["backoff_seconds"] == backoff
     assert decision["reason"]
@@ -130,9 +160,12 @@ def test_duplicates_and_late_events_never_decide_twice(
     app: Flask, client: FlaskClient, api_headers: dict[str, str]
 ) -> None:
     events = failing_run_events(T0)
-    result_doc = {"execution_id": EXECUTION_ID, "status": "FAILURE",
-                  "timers": [{"start": T0, "end": T0 + 1_000}],
-                  "failed_hosts": ["web2", "web3"]}
+    result_doc = {
+        "execution_id": EXECUTION_ID,
+        "status": "FAILURE",
+        "timers": [{"start": T0, "end": T0 + 1_000}],
+        "failed_hosts": ["web2", "web3"],
+    }
 
     post(client, events)
     post(client, events)
@@ -196,8 +229,7 @@ def test_per_job_budget_is_shared_across_executions(
     client = make_app().test_client()
 
     for n in range(3):
-        post(client, failing_run_events(T0, execution_id=f"exec-{n}",
-                                        prefix=f"p{n}"))
+        post(client, failing_run_events(T0, execution_id=f"exec-{n}", prefix=f"p{n}"))
 
     codes = [decisions(client, api_headers, f"exec-{n}")[0][0]["reason_code"] for n in range(3)]
     assert codes == ["restart", "restart", "budget_per_job"]
