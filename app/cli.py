@@ -135,3 +135,7 @@ def register_app_commands(app: Flask) -> None:
 
 def run(*args: Any) -> None:
     main(*args)
+
+
+if __name__ == "__main__":
+    main()

@@ -43,6 +43,7 @@ class Settings:
     reconcile_interval: float = 300.0
     max_send_attempts: int = 8
     retry_base_seconds: float = 5.0
+    uncertain_retry_seconds: float = 60.0
     reconcile_accounts: tuple[str, ...] = ()
     reconcile_max_pages: int = 3
     policy_check_interval: float = 2.0
@@ -74,6 +75,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "RESPAWN_RECONCILE_INTERVAL": ("reconcile_interval", "float"),
     "RESPAWN_MAX_SEND_ATTEMPTS": ("max_send_attempts", "int"),
     "RESPAWN_RETRY_BASE_SECONDS": ("retry_base_seconds", "float"),
+    "RESPAWN_UNCERTAIN_RETRY_SECONDS": ("uncertain_retry_seconds", "float"),
     "RESPAWN_RECONCILE_ACCOUNTS": ("reconcile_accounts", "list"),
     "RESPAWN_RECONCILE_MAX_PAGES": ("reconcile_max_pages", "int"),
     "RESPAWN_POLICY_CHECK_INTERVAL": ("policy_check_interval", "float"),

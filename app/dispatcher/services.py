@@ -232,14 +232,22 @@ def retry_delay(attempt: int, base_seconds: float, max_seconds: float = 300.0) -
     return float(min(max_seconds, base_seconds * 2 ** max(0, attempt - 1)))
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    base_seconds: float
+    # After a call whose fate is unknown (no answer in time), wait at least this long, so
+    # that a Runner still working on it has applied it before we look and maybe send again.
+    uncertain_seconds: float
+
+
 def record_result(
     session: Session,
     claim: ClaimedRestart,
     worker: str,
     result: CallResult,
     now: dt.datetime,
-    max_attempts: int,
-    retry_base_seconds: float,
+    retry: RetryPolicy,
 ) -> str:
     """Store the attempt and move the outbox row on; returns the row's new state."""
     attempt = session.get(RestartAttempt, claim.attempt_id)
@@ -263,7 +271,7 @@ def record_result(
     restart.outcome = result.outcome
     restart.outcome_detail = result.detail
     if result.state == "retry":
-        if claim.attempt >= max_attempts:
+        if claim.attempt >= retry.max_attempts:
             restart.state = "failed"
             restart.outcome = "gave_up"
             restart.outcome_detail = _short(
@@ -279,10 +287,11 @@ def record_result(
                 result.outcome,
             )
         else:
+            delay = retry_delay(claim.attempt, retry.base_seconds)
+            if result.outcome == "timeout":
+                delay = max(delay, retry.uncertain_seconds)
             restart.state = "pending"
-            restart.due_at = now + dt.timedelta(
-                seconds=retry_delay(claim.attempt, retry_base_seconds)
-            )
+            restart.due_at = now + dt.timedelta(seconds=delay)
         return restart.state
     restart.state = result.state
     restart.completed_at = now

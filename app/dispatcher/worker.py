@@ -13,13 +13,18 @@ from itertools import islice
 
 import requests
 from flask import Flask
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.db import transaction, utcnow
 from app.decisions import current_policy, decide_failed_runs
-from app.dispatcher.services import claim_due_restarts, record_result, send_restart
+from app.dispatcher.services import (
+    RetryPolicy,
+    claim_due_restarts,
+    record_result,
+    send_restart,
+)
 from app.documents import ExecutionDocument
 from app.models import Execution, Job
 from app.receiver.services import record_documents
@@ -60,6 +65,11 @@ class Dispatcher:
         self.client = client
         self.name = name or worker_name()
         self.settings = get_settings(app)
+        self.retry = RetryPolicy(
+            self.settings.max_send_attempts,
+            self.settings.retry_base_seconds,
+            self.settings.uncertain_retry_seconds,
+        )
         self._wake = threading.Event()
 
     def wake(self) -> None:
@@ -78,15 +88,7 @@ class Dispatcher:
             for claim in claims:
                 result = send_restart(self.client, claim, self.settings.ssh_keys_file)
                 with transaction(self.app) as session:
-                    state = record_result(
-                        session,
-                        claim,
-                        self.name,
-                        result,
-                        utcnow(),
-                        self.settings.max_send_attempts,
-                        self.settings.retry_base_seconds,
-                    )
+                    state = record_result(session, claim, self.name, result, utcnow(), self.retry)
                 log.info(
                     "restart %s of %s: %s (%s)",
                     claim.restart_id,
@@ -102,6 +104,8 @@ class Dispatcher:
                 self.run_once()
             except SQLAlchemyError:
                 log.exception("dispatcher: database error; retrying shortly")
+            except Exception:  # noqa: BLE001  (the loop must outlive any one failure)
+                log.exception("dispatcher: unexpected error; retrying shortly")
             self._wake.wait(self.settings.dispatch_interval)
             self._wake.clear()
 
@@ -128,7 +132,7 @@ class Reconciler:
         with transaction(self.app) as session:
             seen = set(
                 session.scalars(
-                    select(distinct(Execution.account_alias)).where(Execution.account_alias != "")
+                    select(Execution.account_alias).where(Execution.account_alias != "").distinct()
                 )
             )
         return sorted(seen | set(self.settings.reconcile_accounts))
@@ -199,7 +203,7 @@ class Reconciler:
         while not stop.is_set():
             try:
                 self.run_once()
-            except (SQLAlchemyError, RunnerError):
+            except Exception:  # noqa: BLE001  (the loop must outlive any one failure)
                 log.exception("reconciler pass failed; next pass as scheduled")
             stop.wait(self.settings.reconcile_interval)
 

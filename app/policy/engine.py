@@ -494,16 +494,18 @@ def _host_gates(
         held = [e for e in map(quarantine_of, hosts) if e is not None]
         changed = [e for e in map(unsafe_of, hosts) if e is not None]
         state.excluded = held + changed
+        note = ", and hosts: none cannot leave hosts out"
         yield _gate_for_all(
-            ReasonCode.QUARANTINE, held, "quarantined", "no failed host is quarantined"
+            ReasonCode.QUARANTINE, held, "quarantined", "no failed host is quarantined", note
         )
         yield _gate_for_all(
             ReasonCode.UNSAFE_CHANGED,
             changed,
-            "unsafe to restart (require_unchanged)",
+            "unsafe to restart under require_unchanged",
             "no failed host changed anything"
             if settings.require_unchanged
             else "require_unchanged is off",
+            note,
         )
         state.hosts = ()
         state.excluded = []
@@ -583,7 +585,7 @@ def _host_gates(
         )
     else:
         yield _gate_for_all(
-            ReasonCode.UNSAFE_CHANGED, unsafe, "unsafe to restart (require_unchanged)", ""
+            ReasonCode.UNSAFE_CHANGED, unsafe, "unsafe to restart under require_unchanged", ""
         )
     state.hosts = tuple(h.host for h in safe)
 
@@ -593,18 +595,20 @@ def _pass(state: _State, code: str, detail: Callable[[], str]) -> _Gate:
     return _Gate(Check(code, True, detail() if state.explain else ""))
 
 
-def _gate_for_all(code: str, blocking: list[ExcludedHost], what: str, fine: str) -> _Gate:
-    """A gate that fails when any host in ``blocking`` is listed; they all had to pass."""
+def _gate_for_all(
+    code: str, blocking: list[ExcludedHost], what: str, fine: str, note: str = ""
+) -> _Gate:
+    """A gate that fails when any host is in ``blocking``."""
     if not blocking:
         return _Gate(Check(code, True, fine))
     details = "; ".join(f"{e.host}: {e.reason}" for e in blocking[:_MAX_LISTED])
     if len(blocking) > _MAX_LISTED:
         details += f"; and {len(blocking) - _MAX_LISTED} more"
-    names = _names([e.host for e in blocking])
     if len(blocking) == 1:
-        sentence = f"skip: host {names} is {what} ({blocking[0].reason})"
+        sentence = f"skip: host {blocking[0].host}: {blocking[0].reason}{note}"
     else:
-        sentence = f"skip: {len(blocking)} hosts are {what} ({names})"
+        names = _names([e.host for e in blocking])
+        sentence = f"skip: {len(blocking)} hosts are {what}: {names}{note}"
     return _Gate(Check(code, False, details), sentence)
 
 

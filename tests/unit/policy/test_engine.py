@@ -609,6 +609,28 @@ SENTENCES: list[tuple[str, str, dict[str, Any], str]] = [
     ("paused", "", {"paused": "job paused by alice"}, "skip: job paused by alice"),
     ("paused blank", "", {"paused": " "}, "skip: automatic restarts are paused"),
     (
+        "one host unsafe",
+        "defaults: {require_unchanged: true}",
+        {"hosts": (host("a", changed=None),)},
+        "skip: host a: changed count unknown (require_unchanged)",
+    ),
+    (
+        "quarantine with hosts none",
+        "defaults: {hosts: none}",
+        {"hosts": (host("web1"), host("web2")), "history": QUARANTINED},
+        "skip: host web1: quarantined until 20:00:00 UTC (5 failures within 1d), and hosts: none "
+        "cannot leave hosts out",
+    ),
+    (
+        "several hosts quarantined",
+        "",
+        {
+            "hosts": (host("web1"), host("web2")),
+            "history": {**QUARANTINED, "web2": QUARANTINED["web1"]},
+        },
+        "skip: 2 hosts are quarantined: web1, web2",
+    ),
+    (
         "deadline passed",
         "",
         {"first_failure_at": NOW - timedelta(hours=7)},
@@ -631,13 +653,13 @@ SENTENCES: list[tuple[str, str, dict[str, Any], str]] = [
         "one host quarantined",
         "",
         {"history": QUARANTINED},
-        "skip: host web1 is quarantined (quarantined until 20:00:00 UTC (5 failures within 1d))",
+        "skip: host web1: quarantined until 20:00:00 UTC (5 failures within 1d)",
     ),
     (
         "unsafe",
         "defaults: {require_unchanged: true}",
         {"hosts": (host("a", changed=1), host("b", changed=None))},
-        "skip: 2 hosts are unsafe to restart (require_unchanged) (a, b)",
+        "skip: 2 hosts are unsafe to restart under require_unchanged: a, b",
     ),
     (
         "per-job budget",

@@ -228,7 +228,7 @@ def test_require_unchanged_never_restarts_a_changed_host(
     effective = rule.settings if rule is not None else policy.defaults
     if not (decision.restart and effective.require_unchanged):
         return
-    by_name = {}
+    by_name: dict[str, HostFailure] = {}
     for failure in inp.failed_hosts:
         by_name.setdefault(failure.host, failure)
     for name in decision.hosts:
