@@ -12,6 +12,8 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from app.config import ConfigError
+from app.policy_commands import check_command
+from app.simulator.commands import simulator_command
 
 
 def _make_app() -> Flask:
@@ -101,6 +103,14 @@ def worker(dispatchers: int, no_reconcile: bool) -> None:
     background.stop()
 
 
+@main.group("policy")
+def policy_group() -> None:
+    """Check, explain and backtest restart policies."""
+
+
+policy_group.add_command(check_command)
+
+
 @main.group("user")
 def user_group() -> None:
     """Admin UI users."""
@@ -126,6 +136,9 @@ def user_add(name: str, role: str, password_stdin: bool) -> None:
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{'created' if created else 'updated'} {role} {name}")
+
+
+main.add_command(simulator_command, "simulator")
 
 
 def register_app_commands(app: Flask) -> None:

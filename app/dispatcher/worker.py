@@ -104,7 +104,7 @@ class Dispatcher:
                 self.run_once()
             except SQLAlchemyError:
                 log.exception("dispatcher: database error; retrying shortly")
-            except Exception:  # noqa: BLE001  (the loop must outlive any one failure)
+            except Exception:
                 log.exception("dispatcher: unexpected error; retrying shortly")
             self._wake.wait(self.settings.dispatch_interval)
             self._wake.clear()
@@ -203,7 +203,7 @@ class Reconciler:
         while not stop.is_set():
             try:
                 self.run_once()
-            except Exception:  # noqa: BLE001  (the loop must outlive any one failure)
+            except Exception:
                 log.exception("reconciler pass failed; next pass as scheduled")
             stop.wait(self.settings.reconcile_interval)
 

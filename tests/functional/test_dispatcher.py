@@ -28,7 +28,7 @@ from app.dispatcher.worker import Dispatcher, Reconciler, make_runner_client
 from app.models import Decision, Restart, RestartAttempt
 from app.runner import RunnerClient
 from app.simulator import SimulatorConfig, SimulatorControl, SimulatorServer
-from tests.conftest import API_TOKEN, CALLBACK_TOKEN
+from tests.conftest import CALLBACK_TOKEN
 
 pytestmark = pytest.mark.slow
 
@@ -157,7 +157,7 @@ def worker_env(
 
 def spawn_worker(env: dict[str, str], log: Path, dispatchers: int = 1) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen(  # noqa: S603  (our own CLI, fixed arguments)
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
