@@ -7,9 +7,11 @@ import os
 import sys
 from typing import Any
 
+import functools
+from collections.abc import Callable
+
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup, with_appcontext
 
 from app.config import ConfigError
 from app.policy_commands import check_command
@@ -29,7 +31,18 @@ def _make_app() -> Flask:
         raise click.ClickException(f"the policy file is invalid:\n{problems}") from None
 
 
-@click.group(cls=FlaskGroup, create_app=_make_app, add_default_commands=False)
+def with_appcontext(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run the command inside an app built from the environment (settings checked first)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _make_app().app_context():
+            return command(*args, **kwargs)
+
+    return wrapper
+
+
+@click.group()
 def main() -> None:
     """respawn: restart failed Runner executions by policy."""
 
@@ -41,14 +54,14 @@ def db_group() -> None:
 
 @db_group.command("upgrade")
 @click.option("--revision", default="head", show_default=True)
-@with_appcontext
 def db_upgrade(revision: str) -> None:
-    """Run the Alembic migrations up to REVISION."""
+    """Run the Alembic migrations up to REVISION (needs only RESPAWN_DATABASE_URL)."""
     from app import migrate
-    from app.settings import get_settings
+    from app.config import database_url_from_env
 
-    migrate.upgrade(get_settings().database_url, revision)
-    click.echo(f"database at {migrate.current_revision_name(get_settings().database_url)}")
+    url = database_url_from_env(Flask(__name__.split(".")[0]).instance_path)
+    migrate.upgrade(url, revision)
+    click.echo(f"database at revision {migrate.current_revision_name(url)}")
 
 
 @main.command("serve")
@@ -142,12 +155,9 @@ main.add_command(simulator_command, "simulator")
 
 
 def register_app_commands(app: Flask) -> None:
-    """Commands that need an app are on `main`; nothing to add per app yet."""
-    _ = app
-
-
-def run(*args: Any) -> None:
-    main(*args)
+    """Make the commands available as `flask --app app ...` too."""
+    for name, command in main.commands.items():
+        app.cli.add_command(command, name)
 
 
 if __name__ == "__main__":

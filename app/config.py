@@ -117,6 +117,16 @@ def default_database_url(instance_path: str) -> str:
     return "sqlite:///" + str(Path(instance_path) / "respawn.db")
 
 
+def database_url_from_env(instance_path: str, environ: Mapping[str, str] | None = None) -> str:
+    """Only the database URL (migrations need nothing else)."""
+    environ = os.environ if environ is None else environ
+    url = _read(environ, "RESPAWN_DATABASE_URL", secret=True)
+    if url is None:
+        os.makedirs(instance_path, exist_ok=True)
+        return default_database_url(instance_path)
+    return url
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
