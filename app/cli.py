@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import sys
-from typing import Any
-
-import functools
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
 
 from app.config import ConfigError
-from app.policy_commands import check_command
+from app.policy_commands import backtest_command, check_command, explain_command
 from app.simulator.commands import simulator_command
 
 
@@ -116,12 +116,28 @@ def worker(dispatchers: int, no_reconcile: bool) -> None:
     background.stop()
 
 
+@main.command("demo")
+@click.option("--port", default=8000, show_default=True, help="receiver, API and admin UI")
+@click.option("--simulator-port", default=5050, show_default=True, help="the Runner simulator")
+@click.option("--speed", default=1.0, show_default=True, help="simulator ticks per second")
+@click.option("--seed", type=int, default=None, help="make the fleet's failures repeatable")
+@click.option("--every", default=20.0, show_default=True, help="seconds between new executions")
+def demo(port: int, simulator_port: int, speed: float, seed: int | None, every: float) -> None:
+    """Simulator + receiver + dispatcher + admin UI on SQLite, with a scripted flaky fleet."""
+    from app.demo import DemoOptions, run_demo
+
+    instance = Path(Flask(__name__.split(".")[0]).instance_path)
+    run_demo(DemoOptions(port, simulator_port, speed, seed, every, instance))
+
+
 @main.group("policy")
 def policy_group() -> None:
     """Check, explain and backtest restart policies."""
 
 
 policy_group.add_command(check_command)
+policy_group.add_command(explain_command)
+policy_group.add_command(backtest_command)
 
 
 @main.group("user")

@@ -35,6 +35,8 @@ class Settings:
     runner_password: str | None = field(default=None, repr=False)
     runner_token: str | None = field(default=None, repr=False)
     ssh_keys_file: str | None = None
+    runner_connect_timeout: float = 3.05
+    runner_read_timeout: float = 10.0
     dispatcher: str = "embedded"
     max_body_bytes: int = 1024 * 1024
     max_batch_items: int = 500
@@ -50,6 +52,15 @@ class Settings:
     secure_cookies: bool = True
     log_level: str = "INFO"
     testing: bool = False
+
+    @property
+    def runner_call_seconds(self) -> float:
+        """The longest one Runner call can take before the client gives up on it."""
+        return self.runner_connect_timeout + self.runner_read_timeout
+
+    @property
+    def runner_configured(self) -> bool:
+        return bool(self.runner_token or (self.runner_username and self.runner_password))
 
 
 # Environment variable → (field, kind). Kinds: str, secret (has a _FILE variant), list, int,
@@ -67,6 +78,8 @@ _ENV: dict[str, tuple[str, str]] = {
     "RESPAWN_RUNNER_PASSWORD": ("runner_password", "secret"),
     "RESPAWN_RUNNER_TOKEN": ("runner_token", "secret"),
     "RESPAWN_SSH_KEYS_FILE": ("ssh_keys_file", "str"),
+    "RESPAWN_RUNNER_CONNECT_TIMEOUT": ("runner_connect_timeout", "float"),
+    "RESPAWN_RUNNER_READ_TIMEOUT": ("runner_read_timeout", "float"),
     "RESPAWN_DISPATCHER": ("dispatcher", "str"),
     "RESPAWN_MAX_BODY_BYTES": ("max_body_bytes", "int"),
     "RESPAWN_MAX_BATCH_ITEMS": ("max_batch_items", "int"),
@@ -166,6 +179,15 @@ def load_settings(
     for token in values["callback_tokens"]:
         if len(token) < 16:
             raise ConfigError("RESPAWN_CALLBACK_TOKENS: each token needs at least 16 characters")
+    lease = float(values.get("lease_seconds", Settings.lease_seconds))
+    call = float(values.get("runner_connect_timeout", Settings.runner_connect_timeout)) + float(
+        values.get("runner_read_timeout", Settings.runner_read_timeout)
+    )
+    if lease <= call:
+        raise ConfigError(
+            f"RESPAWN_LEASE_SECONDS ({lease:g}) must exceed the Runner connect + read timeouts "
+            f"({call:g} s): a claim must outlast the call it covers"
+        )
     known = {f.name for f in fields(Settings)}
     unknown = set(values) - known
     if unknown:

@@ -118,6 +118,6 @@ def list_pauses(session: Session) -> list[Pause]:
 
 def notify_dispatcher(app: Flask) -> None:
     """Wake this process's dispatcher, if it runs one, after a commit that queued work."""
-    wake = app.extensions.get("respawn.wake_dispatcher")
+    wake = app.extensions.get("respawn.wake_background")
     if wake is not None:
         wake()

@@ -9,12 +9,13 @@ the decision and, for a restart, the outbox row the dispatcher will carry out.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from flask import Flask, current_app
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from app import metrics
@@ -35,6 +36,8 @@ from app.policy import (
     HostFailure as PolicyHostFailure,
 )
 from app.policy_source import LoadedPolicy
+
+log = logging.getLogger(__name__)
 
 ACTIVE_RESTART_STATES = ("pending", "in_flight")
 BUDGET_STATES = ("pending", "in_flight", "done")
@@ -234,6 +237,9 @@ def store_decision(
     if decision.restart:
         restart = _queue_restart(session, execution, row, decision.due_at or now, now, True)
     metrics.DECISIONS.labels(action=decision.action, reason_code=decision.reason_code).inc()
+    log.info(
+        "execution %s run %s: %s", execution.execution_id, execution.run_index, decision.reason
+    )
     return StoredDecision(row, restart)
 
 
@@ -265,29 +271,71 @@ def _queue_restart(
     return restart
 
 
+@dataclass
+class DecideResult:
+    queued: int = 0
+    deferred: int = 0
+
+
+def _uses_job_globs(policy: Policy) -> bool:
+    return any(rule.when.job for rule in policy.rules)
+
+
 def decide_failed_runs(
     session: Session,
     executions: Iterable[Execution],
     now: dt.datetime,
     policy: Policy | None = None,
-) -> int:
-    """Decide each failed run that has no decision yet; return how many restarts were queued."""
+    defer_unknown_jobs: bool = False,
+) -> DecideResult:
+    """Decide each failed run that has no decision yet.
+
+    With `defer_unknown_jobs`, a failure of a job whose record respawn has not fetched yet is
+    left undecided when the policy matches jobs by glob (the glob may be meant for the job's
+    description); the background fetches the job and then decides (`decide_undecided`).
+    """
+    result = DecideResult()
     failed = [e for e in executions if e.status in FAILED_STATUSES]
     if not failed:
-        return 0
+        return result
     policy = policy or current_policy().policy
     keys = {auto_decision_key(e): e for e in failed}
     decided = set(
         session.scalars(select(Decision.decision_key).where(Decision.decision_key.in_(keys)))
     )
-    queued = 0
+    known_jobs: set[str] = set()
+    if defer_unknown_jobs and _uses_job_globs(policy):
+        job_ids = {e.job_id for e in failed if e.job_id}
+        known_jobs = set(session.scalars(select(Job.job_id).where(Job.job_id.in_(job_ids))))
+    else:
+        defer_unknown_jobs = False
     for key, execution in keys.items():
         if key in decided:
             continue
+        if defer_unknown_jobs and execution.job_id and execution.job_id not in known_jobs:
+            result.deferred += 1
+            continue
         decision = decide_restart(policy, decision_input(session, policy, execution, now))
         stored = store_decision(session, execution, decision, key, now)
-        queued += stored.restart is not None
-    return queued
+        result.queued += stored.restart is not None
+    return result
+
+
+def undecided_failures(session: Session, limit: int = 200) -> list[Execution]:
+    """Failed executions whose current run has no policy decision (deferred or missed)."""
+    decided = exists().where(
+        Decision.execution_pk == Execution.id,
+        Decision.run_index == Execution.run_index,
+        Decision.origin == "policy",
+    )
+    return list(
+        session.scalars(
+            select(Execution)
+            .where(Execution.status.in_(FAILED_STATUSES), ~decided)
+            .order_by(Execution.id)
+            .limit(limit)
+        )
+    )
 
 
 def queue_manual_restart(

@@ -31,6 +31,8 @@ _PEM = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)", re.S
 )
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+# The callback URL carries respawn's secret token (access logs, Runner job definitions).
+_CALLBACK_TOKEN = re.compile(r"(/callbacks/)[^/\s?\"']+")
 _MAX_DEPTH = 64
 
 
@@ -44,6 +46,7 @@ def _is_secret_key(key: object) -> bool:
 def redact_text(text: str) -> str:
     """Private keys and bearer tokens out of free text (messages, error bodies, logs)."""
     text = _PEM.sub(REDACTED, text)
+    text = _CALLBACK_TOKEN.sub(r"\1" + REDACTED, text)
     return _BEARER.sub(r"\1" + REDACTED, text)
 
 

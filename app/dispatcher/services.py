@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,7 @@ class ClaimedRestart:
     timers_before: int
     attempt: int
     verify_first: bool
+    lease_expires_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ def claim_due_restarts(
                 timers_before=restart.timers_before,
                 attempt=restart.attempts,
                 verify_first=restart.attempts > 1,
+                lease_expires_at=lease_until,
             )
         )
     return claimed
@@ -190,9 +193,17 @@ def _after_refusal(client: RunnerClient, claim: ClaimedRestart, error: RunnerErr
 
 
 def send_restart(
-    client: RunnerClient, claim: ClaimedRestart, ssh_keys_file: str | None
+    client: RunnerClient,
+    claim: ClaimedRestart,
+    ssh_keys_file: str | None,
+    call_budget_seconds: float,
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> CallResult:
-    """Verify when needed, then call the Runner's restart endpoint. No database here."""
+    """Verify when needed, then call the Runner's restart endpoint. No database here.
+
+    The call is only made while the lease has `call_budget_seconds` left (the client's connect
+    and read timeouts), so it ends, one way or the other, before anyone else may claim the row.
+    """
     if claim.verify_first:
         try:
             document = client.get_execution(claim.account, claim.job_id, claim.execution_id)
@@ -204,6 +215,11 @@ def send_restart(
             return CallResult(
                 "already_restarted", "done", None, "an earlier attempt had taken effect", document
             )
+    left = (claim.lease_expires_at - clock()).total_seconds()
+    if left < call_budget_seconds:
+        return CallResult(
+            "lease_expiring", "retry", None, f"only {left:.1f} s of the lease left; not sent"
+        )
     try:
         keys = resolve_keys(ssh_keys_file, claim.hosts)
     except KeyFileError as exc:

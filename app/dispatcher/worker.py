@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.db import transaction, utcnow
-from app.decisions import current_policy, decide_failed_runs
+from app.decisions import current_policy, decide_failed_runs, undecided_failures
 from app.dispatcher.services import (
     RetryPolicy,
     claim_due_restarts,
@@ -35,11 +35,12 @@ from app.settings import get_settings
 log = logging.getLogger(__name__)
 
 JOB_REFRESH_BATCH = 50
+JOB_REFRESH_INTERVAL = 3.0
 
 
 def make_runner_client(settings: Settings) -> RunnerClient | None:
     """The Runner client from the settings, or None when no credentials are configured."""
-    if not settings.runner_token and not (settings.runner_username and settings.runner_password):
+    if not settings.runner_configured:
         return None
     session = requests.Session()
     session.headers["User-Agent"] = "respawn"
@@ -50,6 +51,8 @@ def make_runner_client(settings: Settings) -> RunnerClient | None:
         settings.runner_username,
         settings.runner_password,
         token=settings.runner_token,
+        connect_timeout=settings.runner_connect_timeout,
+        read_timeout=settings.runner_read_timeout,
     )
 
 
@@ -86,7 +89,12 @@ class Dispatcher:
             if not claims:
                 return handled
             for claim in claims:
-                result = send_restart(self.client, claim, self.settings.ssh_keys_file)
+                result = send_restart(
+                    self.client,
+                    claim,
+                    self.settings.ssh_keys_file,
+                    self.settings.runner_call_seconds,
+                )
                 with transaction(self.app) as session:
                     state = record_result(session, claim, self.name, result, utcnow(), self.retry)
                 log.info(
@@ -156,15 +164,35 @@ class Reconciler:
             with transaction(self.app) as session:
                 now = utcnow()
                 result = record_documents(session, documents, now)
-                queued = decide_failed_runs(
-                    session, result.executions.values(), now, current_policy(self.app).policy
+                decided = decide_failed_runs(
+                    session,
+                    result.executions.values(),
+                    now,
+                    current_policy(self.app).policy,
+                    defer_unknown_jobs=True,
                 )
             report.stored += result.accepted
-            report.restarts_queued += queued
+            report.restarts_queued += decided.queued
         self.refresh_jobs(report)
+        report.restarts_queued += self.decide_undecided()
         if report.restarts_queued and self.on_queued is not None:
             self.on_queued()
         return report
+
+    def decide_undecided(self) -> int:
+        """Decide failures left for later (their job was unknown); return restarts queued."""
+        with transaction(self.app) as session:
+            pending = undecided_failures(session)
+            if not pending:
+                return 0
+            decided = decide_failed_runs(
+                session,
+                pending,
+                utcnow(),
+                current_policy(self.app).policy,
+                defer_unknown_jobs=True,
+            )
+        return decided.queued
 
     def refresh_jobs(self, report: ReconcileReport) -> None:
         """Fetch job records respawn has not seen yet (their descriptions feed job globs)."""
@@ -208,8 +236,26 @@ class Reconciler:
             stop.wait(self.settings.reconcile_interval)
 
 
+def refresh_jobs_forever(
+    reconciler: Reconciler, stop: threading.Event, wake: threading.Event, interval: float
+) -> None:
+    """Fetch new jobs' records and decide the failures that waited for them, woken by the
+    receiver (it never calls the Runner itself) or every `interval` seconds."""
+    while not stop.is_set():
+        wake.wait(interval)
+        wake.clear()
+        if stop.is_set():
+            return
+        try:
+            reconciler.refresh_jobs(ReconcileReport())
+            if reconciler.decide_undecided() and reconciler.on_queued is not None:
+                reconciler.on_queued()
+        except Exception:  # the loop must outlive any one failure
+            log.exception("job refresh failed; trying again shortly")
+
+
 class Background:
-    """The dispatcher and reconciler threads of one process."""
+    """The dispatcher, reconciler and job-refresh threads of one process."""
 
     def __init__(
         self, app: Flask, client: RunnerClient, dispatchers: int = 1, reconcile: bool = True
@@ -218,10 +264,15 @@ class Background:
         self.dispatchers = [Dispatcher(app, client) for _ in range(dispatchers)]
         self.reconciler = Reconciler(app, client) if reconcile else None
         if self.reconciler is not None:
-            self.reconciler.on_queued = self.wake
+            self.reconciler.on_queued = self.wake_dispatchers
+        self.refresh_wake = threading.Event()
         self.threads: list[threading.Thread] = []
 
     def wake(self) -> None:
+        self.refresh_wake.set()
+        self.wake_dispatchers()
+
+    def wake_dispatchers(self) -> None:
         for dispatcher in self.dispatchers:
             dispatcher.wake()
 
@@ -229,7 +280,14 @@ class Background:
         for n, dispatcher in enumerate(self.dispatchers):
             self._spawn(f"respawn-dispatcher-{n}", dispatcher.run_forever)
         if self.reconciler is not None:
-            self._spawn("respawn-reconciler", self.reconciler.run_forever)
+            reconciler = self.reconciler
+            self._spawn("respawn-reconciler", reconciler.run_forever)
+            self._spawn(
+                "respawn-job-refresh",
+                lambda stop: refresh_jobs_forever(
+                    reconciler, stop, self.refresh_wake, JOB_REFRESH_INTERVAL
+                ),
+            )
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
         thread = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
@@ -254,7 +312,7 @@ def start_background(app: Flask, dispatchers: int = 1, reconcile: bool = True) -
         )
         return None
     background = Background(app, client, dispatchers, reconcile)
-    app.extensions["respawn.wake_dispatcher"] = background.wake
+    app.extensions["respawn.wake_background"] = background.wake
     app.extensions["respawn.stop_background"] = background.stop
     background.start()
     return background

@@ -81,13 +81,19 @@ def receive_callback(token: str) -> Response:
             raise Unauthorized(str(exc), code="bad_signature") from None
     deliveries = parse_deliveries(body, webhook_id, settings.max_batch_items)
 
+    # With a Runner to ask, a failure of a job not fetched yet is decided by the background
+    # (embedded or `respawn worker`) once the job's description is known: job globs may be
+    # meant for it.
+    defer = settings.runner_configured
     session = get_session()
     for attempt in range(1, _WRITE_ATTEMPTS + 1):
         try:
             with session.begin():
                 now = utcnow()
                 result = record_deliveries(session, deliveries, now)
-                queued = decide_failed_runs(session, result.executions.values(), now)
+                decided = decide_failed_runs(
+                    session, result.executions.values(), now, defer_unknown_jobs=defer
+                )
             break
         except IntegrityError:
             # A concurrent delivery of the same event or execution won the insert; run again
@@ -100,8 +106,8 @@ def receive_callback(token: str) -> Response:
             session.rollback()
             log.exception("database unavailable while recording a callback")
             raise ServiceUnavailable("database unavailable; retry the delivery") from None
-    if queued:
-        wake = current_app.extensions.get("respawn.wake_dispatcher")
+    if decided.queued or decided.deferred:
+        wake = current_app.extensions.get("respawn.wake_background")
         if wake is not None:
             wake()
     metrics.CALLBACKS.labels(outcome="accepted").inc()

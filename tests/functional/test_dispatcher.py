@@ -65,7 +65,9 @@ def runner_settings(sim: SimulatorServer, **extra: Any) -> dict[str, Any]:
         "reconcile_accounts": (ACCOUNT,),
         "retry_base_seconds": 0.01,
         "uncertain_retry_seconds": 2.0,
-        "lease_seconds": 2.0,
+        "lease_seconds": 4.0,
+        "runner_connect_timeout": 1.0,
+        "runner_read_timeout": 2.5,
         "dispatch_interval": 0.05,
     }
     settings.update(extra)
@@ -147,7 +149,9 @@ def worker_env(
         RESPAWN_RUNNER_PASSWORD=PASSWORD,
         RESPAWN_DISPATCH_INTERVAL="0.05",
         RESPAWN_RETRY_BASE_SECONDS="0.01",
-        RESPAWN_LEASE_SECONDS="2",
+        RESPAWN_LEASE_SECONDS="4",
+        RESPAWN_RUNNER_CONNECT_TIMEOUT="1",
+        RESPAWN_RUNNER_READ_TIMEOUT="2.5",
         RESPAWN_LOG_LEVEL="INFO",
         PYTHONPATH=str(PROJECT),
     )
@@ -263,7 +267,7 @@ def test_worker_killed_mid_call_leads_to_exactly_one_restart(
     control.faults(hold_restart=None)
     assert restart_states(rapp) == [("in_flight", None, 1)]
 
-    time.sleep(2.1)  # the dead worker's lease expires
+    time.sleep(4.1)  # the dead worker's lease expires
     drain(rapp)
 
     calls = control.calls()["restart"]["by_execution"][execution_id]
