@@ -1,0 +1,119 @@
+"""Standard Webhooks signatures, secrets in logs, and failures that must not become 500s."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy.exc import OperationalError
+
+from app.receiver import signatures
+from tests.conftest import CALLBACK_TOKEN
+from tests.feed import event
+
+URL = f"/callbacks/{CALLBACK_TOKEN}"
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def signed(body: bytes, webhook_id: str = "msg_1", at: int | None = None,
+           secret: str = SECRET) -> dict[str, str]:
+    at = int(time.time()) if at is None else at
+    return {"webhook-id": webhook_id, "webhook-timestamp": str(at),
+            "webhook-signature": signatures.sign(secret, webhook_id, at, body)}
+
+
+@pytest.fixture
+def signed_app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app(webhook_secret=SECRET)
+
+
+def test_valid_signature_is_accepted(signed_app: Flask) -> None:
+    body = json.dumps(event("runner_on_ok", 1, host="web1")).encode()
+
+    response = signed_app.test_client().post(URL, data=body, content_type="application/json",
+                                             headers=signed(body))
+
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda body, h: (body + b" ", h),
+        lambda body, h: (body, {**h, "webhook-signature": "v1,AAAA"}),
+        lambda body, h: (body, {k: v for k, v in h.items() if k != "webhook-signature"}),
+        lambda body, h: (body, signed(body, at=int(time.time()) - 3600)),
+        lambda body, h: (body, signed(body, secret="whsec_b3RoZXItc2VjcmV0LXZhbHVl")),
+        lambda body, h: (body, {**h, "webhook-timestamp": "soon"}),
+    ],
+    ids=["body-changed", "bad-signature", "missing", "too-old", "other-secret", "bad-time"],
+)
+def test_bad_signature_is_refused_and_nothing_stored(
+    signed_app: Flask, tamper: Callable[[bytes, dict[str, str]], tuple[bytes, dict[str, str]]],
+    api_headers: dict[str, str],
+) -> None:
+    body = json.dumps(event("runner_on_ok", 1, host="web1")).encode()
+    data, headers = tamper(body, signed(body))
+    client = signed_app.test_client()
+
+    response = client.post(URL, data=data, content_type="application/json", headers=headers)
+
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "bad_signature"
+    assert client.get("/api/v1/executions", headers=api_headers).get_json()["items"] == []
+
+
+def test_database_outage_is_503_not_500(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise OperationalError("INSERT ...", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr("app.receiver.views.record_deliveries", broken)
+
+    response = app.test_client().post(URL, json=event("runner_on_ok", 1, host="web1"))
+
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["error"] == "unavailable"
+    assert "server closed" not in json.dumps(body)
+
+
+def test_unexpected_error_is_a_bare_500(app: Flask, monkeypatch: pytest.MonkeyPatch,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("internal detail with sshPrivateKey=abc")
+
+    monkeypatch.setattr("app.receiver.views.record_deliveries", broken)
+    caplog.set_level("ERROR")
+
+    response = app.test_client().post(URL, json=event("runner_on_ok", 1, host="web1"))
+
+    assert response.status_code == 500
+    text = response.get_data(as_text=True)
+    assert "internal detail" not in text and "Traceback" not in text
+    assert response.get_json()["error"] == "internal_error"
+
+
+def test_secrets_sent_to_the_receiver_stay_out_of_logs(
+    app: Flask, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level("DEBUG")
+    planted = "-----BEGIN OPENSSH PRIVATE KEY-----\nZZPLANTEDZZ\n-----END OPENSSH PRIVATE KEY-----"
+    item = event("runner_on_failed", 1, host="web1", msg=planted, stderr=planted)
+    item["credentials"] = {"password": "pw-PLANTED-42"}
+    client = app.test_client()
+
+    client.post(URL, json=item)
+    client.post(URL, data=b"{bad json " + planted.encode(), content_type="application/json")
+    client.post(URL, json={"execution_id": planted, "status": "BAD"})
+
+    out, err = capfd.readouterr()
+    for text in (caplog.text, out, err):
+        assert "ZZPLANTEDZZ" not in text
+        assert "pw-PLANTED-42" not in text
+        assert CALLBACK_TOKEN not in text
