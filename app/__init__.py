@@ -67,6 +67,7 @@ def _init_policy(app: Flask, settings: Settings) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from app.admin import init_admin
     from app.api.views import bp as api_bp
     from app.health.views import bp as health_bp
     from app.receiver.views import bp as receiver_bp
@@ -74,6 +75,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(receiver_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
+    init_admin(app)
 
     @app.get("/")
     def _index() -> Response:

@@ -48,6 +48,7 @@ MAX_OUTCOMES = 5000
 def current_policy(app: Flask | None = None) -> LoadedPolicy:
     source = (app or current_app).extensions["respawn.policy"]
     loaded: LoadedPolicy = source.current()
+    metrics.POLICY_STALE.set(1 if source.is_stale else 0)
     return loaded
 
 
