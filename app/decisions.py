@@ -65,12 +65,23 @@ def _failed_hosts(session: Session, execution: Execution) -> tuple[PolicyHostFai
         )
         .order_by(HostFailure.host)
     )
-    hosts = []
-    for row in rows:
-        # A message rule must see the real error text, which Ansible often puts in stderr.
-        text = "\n".join(part for part in (row.message, row.stderr_tail) if part)
-        hosts.append(PolicyHostFailure(row.host, row.failure_class, text, row.changed))
-    return tuple(hosts)
+    return tuple(
+        policy_host_failure(row.host, row.failure_class, row.message, row.stderr_tail, row.changed)
+        for row in rows
+    )
+
+
+def policy_host_failure(
+    host: str,
+    failure_class: str,
+    message: str | None,
+    stderr_tail: str | None,
+    changed: int | None,
+) -> PolicyHostFailure:
+    """A stored host failure as the policy sees it."""
+    # A message rule must see the real error text, which Ansible often puts in stderr.
+    text = "\n".join(part for part in (message, stderr_tail) if part)
+    return PolicyHostFailure(host, failure_class, text, changed)
 
 
 def _budget_count(

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, NoReturn
 
 import click
 from flask import current_app
@@ -39,9 +38,6 @@ from app.policy import (
     parse_policy,
 )
 from app.queries import get_execution
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 POLICY_FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -78,23 +74,17 @@ def _fail(problems: Sequence[PolicyProblem]) -> NoReturn:
     raise SystemExit(1)
 
 
-def _in_app(command: Callable[P, T]) -> Callable[P, T]:
-    """``command`` run inside an app built from the environment; its connections closed after."""
+def _run_in_app(command: Callable[..., None], *args: Any) -> None:
+    """Run ``command(*args)`` in an app built from the environment; close its connections after."""
+    from app.cli import with_appcontext  # imported here: app.cli imports this module
 
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        from app.cli import with_appcontext  # imported here: app.cli imports this module
+    def body() -> None:
+        try:
+            command(*args)
+        finally:
+            get_engine().dispose()
 
-        def body(*args: P.args, **kwargs: P.kwargs) -> T:
-            try:
-                return command(*args, **kwargs)
-            finally:
-                get_engine().dispose()
-
-        result: T = with_appcontext(body)(*args, **kwargs)
-        return result
-
-    return wrapper
+    with_appcontext(body)()
 
 
 def _when(moment: dt.datetime | None) -> str:
@@ -146,14 +136,14 @@ def check_command(file: Path) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def explain_command(execution_id: str, policy_file: Path | None, as_json: bool) -> None:
-    """What the policy decides now for stored execution EXECUTION_ID, and why.
+    """Explain what a policy decides for stored execution EXECUTION_ID.
 
-    Shows the decision, every rule that matched or did not and why, every gate, and the
-    decisions respawn stored for the execution. Exits 1 for an unknown execution or an
-    invalid --policy file (every problem as file:line: message).
+    Decides as of now, and shows the decision, every rule that matched or did not and why,
+    every gate, and the decisions respawn stored for the execution. Exits 1 for an unknown
+    execution or an invalid --policy file (every problem as file:line: message).
     """
     candidate = _load_or_fail(policy_file) if policy_file is not None else None
-    _in_app(_explain)(execution_id, candidate, as_json)
+    _run_in_app(_explain, execution_id, candidate, as_json)
 
 
 def _explain(execution_id: str, candidate: Policy | None, as_json: bool) -> None:
@@ -292,21 +282,23 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.ti
 @click.option(
     "--since",
     default="30d",
+    metavar="DURATION",
     show_default=True,
     callback=_duration,
     help="replay the failures decided within this long before now (30s, 10m, 6h, 30d)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def backtest_command(policy_file: Path, since: dt.timedelta, as_json: bool) -> None:
-    """Replay the stored failures under the candidate --policy, next to what was decided.
+    """Replay the stored failures under a candidate policy.
 
-    Prints for each policy the restarts, the skips by reason, the restarts per job and per
-    host, which budgets, quarantines and breaker trips would have stopped restarts, and
-    sample differences. Exits 1 if the candidate is invalid (file:line: message).
+    Compares with what was decided at the time: for each policy the restarts, the skips by
+    reason, the restarts per job and per host, which budgets, quarantines and breaker trips
+    would have stopped restarts, and sample differences. Exits 1 if the candidate is invalid
+    (file:line: message).
     See docs/policy.md, "Backtesting".
     """
     candidate = _load_or_fail(policy_file)
-    _in_app(_backtest)(candidate, since, as_json)
+    _run_in_app(_backtest, candidate, since, as_json)
 
 
 def _backtest(candidate: Policy, since: dt.timedelta, as_json: bool) -> None:
