@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from flask import Flask, current_app
-from sqlalchemy import exists, func, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
 
 from app import metrics
@@ -84,18 +84,19 @@ def policy_host_failure(
     return PolicyHostFailure(host, failure_class, text, changed)
 
 
+def counted_restarts(since: dt.datetime) -> tuple[ColumnElement[bool], ...]:
+    """What a budget counts: restarts queued or sent since `since` that count against it."""
+    return (
+        Restart.created_at >= since,
+        Restart.counts_against_budget.is_(True),
+        Restart.state.in_(BUDGET_STATES),
+    )
+
+
 def _budget_count(
     session: Session, since: dt.datetime, job_id: str | None = None, account: str | None = None
 ) -> int:
-    query = (
-        select(func.count())
-        .select_from(Restart)
-        .where(
-            Restart.created_at >= since,
-            Restart.counts_against_budget.is_(True),
-            Restart.state.in_(BUDGET_STATES),
-        )
-    )
+    query = select(func.count()).select_from(Restart).where(*counted_restarts(since))
     if job_id is not None or account is not None:
         query = query.join(Execution, Execution.id == Restart.execution_pk)
         if job_id is not None:
@@ -141,9 +142,10 @@ def _host_history(
     return {host: tuple(sorted(times)) for host, times in history.items()}
 
 
-def _restart_outcomes(
+def restart_outcomes(
     session: Session, policy: Policy, now: dt.datetime
 ) -> tuple[RestartOutcome, ...]:
+    """Recent finished automatic restarts, oldest first: the circuit breaker's input."""
     breaker = policy.circuit_breaker
     if breaker is None:
         return ()
@@ -207,7 +209,7 @@ def decision_input(
         prior_restarts=_prior_restarts(session, execution),
         usage=budget_usage(session, policy, execution, now),
         host_failure_times=_host_history(session, policy, [h.host for h in hosts], now),
-        restart_outcomes=_restart_outcomes(session, policy, now),
+        restart_outcomes=restart_outcomes(session, policy, now),
         paused=pause_reason(session, execution.job_id),
     )
 

@@ -103,6 +103,7 @@ class HostFailure(Base):
     __table_args__ = (
         UniqueConstraint("execution_pk", "run_index", "host"),
         Index("ix_host_failures_host_time", "host", "occurred_at"),
+        Index("ix_host_failures_time", "occurred_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -158,7 +159,12 @@ class Restart(Base):
     """The outbox: one restart call to make for a decision, claimed under a lease."""
 
     __tablename__ = "restarts"
-    __table_args__ = (Index("ix_restarts_state_due", "state", "due_at"),)
+    __table_args__ = (
+        Index("ix_restarts_state_due", "state", "due_at"),
+        # Budgets count restarts by time; the breaker reads finished ones by result time.
+        Index("ix_restarts_created", "created_at"),
+        Index("ix_restarts_result_at", "result_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id"), unique=True)

@@ -20,7 +20,12 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.controls import record_audit
-from app.decisions import ACTIVE_RESTART_STATES, BUDGET_STATES, decision_input
+from app.decisions import (
+    ACTIVE_RESTART_STATES,
+    counted_restarts,
+    decision_input,
+    restart_outcomes,
+)
 from app.documents import FAILED_STATUSES, FINAL_STATUSES
 from app.errors import NotFound
 from app.models import (
@@ -40,7 +45,6 @@ from app.policy import (
     Explanation,
     HostLimit,
     Policy,
-    RestartOutcome,
     Rule,
     Settings,
     breaker_state,
@@ -62,7 +66,6 @@ from app.redact import redact
 
 CHART_HOURS = 24
 MAX_QUARANTINE_ROWS = 20_000
-MAX_OUTCOMES = 5000
 TOP_BUDGET_USERS = 5
 
 
@@ -534,15 +537,7 @@ def quarantined_hosts(
 
 
 def _restart_count(session: Session, since: dt.datetime) -> Select[Any]:
-    return (
-        select(func.count())
-        .select_from(Restart)
-        .where(
-            Restart.created_at >= since,
-            Restart.counts_against_budget.is_(True),
-            Restart.state.in_(BUDGET_STATES),
-        )
-    )
+    return select(func.count()).select_from(Restart).where(*counted_restarts(since))
 
 
 def budget_lines(session: Session, policy: Policy, now: dt.datetime) -> list[BudgetLine]:
@@ -564,11 +559,7 @@ def budget_lines(session: Session, policy: Policy, now: dt.datetime) -> list[Bud
         rows = session.execute(
             select(column, count)
             .join(Execution, Execution.id == Restart.execution_pk)
-            .where(
-                Restart.created_at >= now - budget.window,
-                Restart.counts_against_budget.is_(True),
-                Restart.state.in_(BUDGET_STATES),
-            )
+            .where(*counted_restarts(now - budget.window))
             .group_by(column)
             .order_by(count.desc(), column)
             .limit(TOP_BUDGET_USERS)
@@ -585,17 +576,7 @@ def breaker_view(session: Session, policy: Policy, now: dt.datetime) -> BreakerV
     breaker = policy.circuit_breaker
     if breaker is None:
         return None
-    rows = session.execute(
-        select(Restart.result_at, Restart.result)
-        .where(
-            Restart.manual.is_(False),
-            Restart.result.is_not(None),
-            Restart.result_at >= now - breaker.lookback,
-        )
-        .order_by(Restart.result_at.desc())
-        .limit(MAX_OUTCOMES)
-    )
-    outcomes = [RestartOutcome(at, result == "failed_again") for at, result in rows if at]
+    outcomes = restart_outcomes(session, policy, now)
     return BreakerView(
         state=breaker_state(breaker, outcomes, now),
         window=format_duration(breaker.window),
