@@ -44,7 +44,8 @@ def manual_restart(
     note: str | None = None,
 ) -> StoredDecision:
     """Queue an operator's restart of a failed execution (hosts None: every failed host)."""
-    execution = get_execution(session, execution_id)
+    # Locked, so two operators clicking at once cannot both pass the "already pending" check.
+    execution = get_execution(session, execution_id, lock=True)
     stored = queue_manual_restart(session, execution, hosts, actor, now, policy, note)
     record_audit(
         session,

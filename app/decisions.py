@@ -336,11 +336,11 @@ def decide_failed_runs(
 
 
 def undecided_failures(session: Session, limit: int = 200) -> list[Execution]:
-    """Failed executions whose current run has no policy decision (deferred or missed)."""
+    """Failed executions whose current run has no decision yet (deferred or missed); a
+    manual restart of the run counts as its decision."""
     decided = exists().where(
         Decision.execution_pk == Execution.id,
         Decision.run_index == Execution.run_index,
-        Decision.origin == "policy",
     )
     return list(
         session.scalars(

@@ -73,6 +73,13 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
 _SelectT = TypeVar("_SelectT", bound=Select[*tuple[Any, ...]])
 
 
+def _row_id(value: Any) -> int:
+    """A database row id from a cursor: a positive 63-bit integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
+        raise ValueError(value)
+    return value
+
+
 def _filtered(query: _SelectT, filters: ExecutionFilters) -> _SelectT:
     if filters.status:
         query = query.where(Execution.status.in_([s.upper() for s in filters.status]))
@@ -113,7 +120,7 @@ def list_executions(
         seen_raw, last_id = decode_cursor(cursor, 2)
         try:
             seen = dt.datetime.fromisoformat(seen_raw)
-            last_id = int(last_id)
+            last_id = _row_id(last_id)
         except (TypeError, ValueError):
             raise BadRequest("invalid cursor", fields={"cursor": ["Not a cursor."]}) from None
         query = query.where(tuple_(Execution.last_seen_at, Execution.id) < tuple_(seen, last_id))
@@ -139,10 +146,12 @@ def count_by_status(session: Session, filters: ExecutionFilters) -> dict[str, in
     return {status: count for status, count in rows}
 
 
-def get_execution(session: Session, execution_id: str) -> Execution:
-    execution = session.scalars(
-        select(Execution).where(Execution.execution_id == execution_id)
-    ).one_or_none()
+def get_execution(session: Session, execution_id: str, lock: bool = False) -> Execution:
+    """The execution by its Runner id; `lock` holds its row until the transaction ends."""
+    query = select(Execution).where(Execution.execution_id == execution_id)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update().execution_options(populate_existing=True)
+    execution = session.scalars(query).one_or_none()
     if execution is None:
         raise NotFound(f"no execution {execution_id!r}")
     return execution
@@ -190,8 +199,10 @@ def list_events(
     query = select(Event).where(Event.execution_pk == execution.id)
     if cursor:
         (after_id,) = decode_cursor(cursor, 1)
-        if not isinstance(after_id, int):
-            raise BadRequest("invalid cursor", fields={"cursor": ["Not a cursor."]})
+        try:
+            after_id = _row_id(after_id)
+        except ValueError:
+            raise BadRequest("invalid cursor", fields={"cursor": ["Not a cursor."]}) from None
         query = query.where(Event.id > after_id)
     rows = list(session.scalars(query.order_by(Event.id).limit(limit + 1)))
     next_cursor = None

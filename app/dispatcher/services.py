@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,8 @@ from app.runner.errors import (
     RunnerError,
     RunnerNotFound,
     RunnerRejected,
+    RunnerTimeout,
+    RunnerUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,6 @@ class ClaimedRestart:
     hosts: tuple[str, ...]
     timers_before: int
     attempt: int
-    verify_first: bool
     lease_expires_at: dt.datetime
 
 
@@ -68,6 +70,8 @@ class CallResult:
     status_code: int | None
     detail: str
     document: ExecutionDocument | None = None
+    # The request may have reached the Runner and no definite answer came back.
+    uncertain: bool = False
 
 
 def _due_clause(now: dt.datetime) -> Any:
@@ -78,9 +82,10 @@ def _due_clause(now: dt.datetime) -> Any:
 
 
 def _not_paused() -> Any:
-    """Automatic restarts of a paused job (or with a global pause) wait; manual ones go."""
+    """Automatic restarts of a paused job (or with a global pause) wait; manual ones go, and
+    so does a row whose holder died mid-call (it must be verified and settled)."""
     paused = exists().where(or_(Pause.job_id == "", Pause.job_id == Execution.job_id))
-    return or_(Restart.manual.is_(True), ~paused)
+    return or_(Restart.manual.is_(True), Restart.state == "in_flight", ~paused)
 
 
 def claim_due_restarts(
@@ -122,6 +127,8 @@ def claim_due_restarts(
             .where(Restart.id == restart_id)
             .execution_options(populate_existing=True)
         ).one()
+        if restart.attempts == 1 and _superseded(restart, execution, now):
+            continue
         # An attempt left "started" belongs to a holder that died mid-call.
         session.execute(
             update(RestartAttempt)
@@ -144,11 +151,27 @@ def claim_due_restarts(
                 hosts=tuple(restart.hosts),
                 timers_before=restart.timers_before,
                 attempt=restart.attempts,
-                verify_first=restart.attempts > 1,
                 lease_expires_at=lease_until,
             )
         )
     return claimed
+
+
+def _superseded(restart: Restart, execution: Execution, now: dt.datetime) -> bool:
+    """Settle, unsent, a restart whose run is no longer the execution's failed current run
+    (restarted some other way meanwhile); True when it was settled."""
+    if execution.run_index == restart.run_index and execution.status in FAILED_STATUSES:
+        return False
+    restart.state = "not_needed"
+    restart.outcome = "superseded"
+    restart.outcome_detail = (
+        f"the execution moved on (run {execution.run_index + 1}, {execution.status}) "
+        "before this restart was sent"
+    )
+    restart.lease_owner = None
+    restart.lease_expires_at = None
+    restart.completed_at = now
+    return True
 
 
 def _took_effect(claim: ClaimedRestart, document: ExecutionDocument) -> bool:
@@ -199,31 +222,36 @@ def send_restart(
     call_budget_seconds: float,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> CallResult:
-    """Verify when needed, then call the Runner's restart endpoint. No database here.
+    """Check the execution, then call the Runner's restart endpoint. No database here.
 
-    The call is only made while the lease has `call_budget_seconds` left (the client's connect
-    and read timeouts), so it ends, one way or the other, before anyone else may claim the row.
+    The Runner is asked first, every time (one GET): an earlier attempt, a dead holder's call
+    or someone else may have restarted it already. The POST only leaves while the lease still
+    has `call_budget_seconds` (connect + read timeouts) left, so it ends, one way or the
+    other, before anyone else may claim the row.
     """
-    if claim.verify_first:
-        try:
-            document = client.get_execution(claim.account, claim.job_id, claim.execution_id)
-        except RunnerNotFound:
-            return CallResult("gone", "not_needed", 404, "execution no longer exists")
-        except RunnerError as exc:
-            return _retry_result(exc)
-        if _took_effect(claim, document):
+    try:
+        client.ensure_token()
+        document = client.get_execution(claim.account, claim.job_id, claim.execution_id)
+    except RunnerNotFound:
+        return CallResult("gone", "not_needed", 404, "execution no longer exists")
+    except RunnerError as exc:
+        return _retry_result(exc)
+    if _took_effect(claim, document):
+        if claim.attempt > 1:
             return CallResult(
                 "already_restarted", "done", None, "an earlier attempt had taken effect", document
             )
-    left = (claim.lease_expires_at - clock()).total_seconds()
-    if left < call_budget_seconds:
         return CallResult(
-            "lease_expiring", "retry", None, f"only {left:.1f} s of the lease left; not sent"
+            "already_restarted", "not_needed", None,
+            f"the execution was restarted some other way ({document.status})", document,
         )
     try:
         keys = resolve_keys(ssh_keys_file, claim.hosts)
     except KeyFileError as exc:
         return CallResult("key_error", "retry", None, _short(str(exc)))
+    spare = (claim.lease_expires_at - clock()).total_seconds() - call_budget_seconds
+    if spare <= 0:
+        return CallResult("lease_expiring", "retry", None, "too little of the lease left; not sent")
     try:
         document = client.restart(
             claim.account,
@@ -231,6 +259,7 @@ def send_restart(
             claim.execution_id,
             hosts=keys.hosts or None,
             ssh_private_key=keys.default_key,
+            send_by=time.monotonic() + spare,
         )
     except (RunnerRejected, RunnerNotFound) as exc:
         return _after_refusal(client, claim, exc)
@@ -239,9 +268,18 @@ def send_restart(
     return CallResult("restarted", "done", 200, f"execution is {document.status}", document)
 
 
+# Answers that say nothing about whether the request was carried out (a proxy's 502/504).
+_UNCLEAR_STATUSES = frozenset({502, 504})
+
+
 def _retry_result(exc: RunnerError) -> CallResult:
     outcome = "auth_failed" if isinstance(exc, RunnerAuthError) else exc.kind
-    return CallResult(outcome, "retry", exc.status_code, _short(str(exc)))
+    uncertain = isinstance(exc, RunnerTimeout) or (
+        isinstance(exc, RunnerUnavailable)
+        and exc.sent
+        and (exc.status_code is None or exc.status_code in _UNCLEAR_STATUSES)
+    )
+    return CallResult(outcome, "retry", exc.status_code, _short(str(exc)), uncertain=uncertain)
 
 
 def retry_delay(attempt: int, base_seconds: float, max_seconds: float = 300.0) -> float:
@@ -304,7 +342,7 @@ def record_result(
             )
         else:
             delay = retry_delay(claim.attempt, retry.base_seconds)
-            if result.outcome == "timeout":
+            if result.uncertain:
                 delay = max(delay, retry.uncertain_seconds)
             restart.state = "pending"
             restart.due_at = now + dt.timedelta(seconds=delay)
@@ -313,13 +351,25 @@ def record_result(
     restart.completed_at = now
     if result.state == "done":
         restart.sent_at = restart.sent_at or now
-        execution = session.get(Execution, restart.execution_pk)
+        execution = _locked_execution(session, restart.execution_pk)
         if execution is not None:
             execution.restart_count += 1
             _move_to_next_run(session, execution, claim, result.document, now)
     elif result.document is not None:
         record_documents(session, [result.document], now)
     return restart.state
+
+
+def _locked_execution(session: Session, execution_pk: int) -> Execution | None:
+    """The execution, read afresh and locked: callbacks may have moved it on meanwhile."""
+    query = (
+        select(Execution)
+        .where(Execution.id == execution_pk)
+        .execution_options(populate_existing=True)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
 
 
 def _move_to_next_run(

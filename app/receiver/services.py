@@ -145,7 +145,11 @@ class _ExecutionState:
 
 
 def _load_state(session: Session, execution_id: str, now: dt.datetime) -> _ExecutionState:
-    query = select(Execution).where(Execution.execution_id == execution_id)
+    query = (
+        select(Execution)
+        .where(Execution.execution_id == execution_id)
+        .execution_options(populate_existing=True)
+    )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     execution = session.scalars(query).one_or_none()
@@ -311,13 +315,25 @@ def _apply_document(
     return run_index
 
 
-def _run_for_event(state: _ExecutionState, event: StatusEvent) -> int:
-    """Which run an event belongs to; events carry no run number (RUNNER_API.md)."""
+# Events that close a run: they come last, at or just after the run's end.
+CLOSING_EVENTS = frozenset({"playbook_on_stats", "playbook_result"})
+# How long after a run's recorded end its own closing events may still be stamped.
+CLOSING_GRACE_MS = 10_000
+
+
+def _run_for_event(session: Session, state: _ExecutionState, event: StatusEvent) -> int:
+    """Which run an event belongs to; events carry no run number (RUNNER_API.md).
+
+    An event belongs to the latest run that had started by its timestamp. Once that run has
+    ended, a later `playbook_on_start` or any later event opens the next run, except the
+    run's own closing events (`playbook_on_stats`, `playbook_result`), which may be stamped
+    just after the end an execution document gave, and arrive after a restart was sent.
+    """
     execution = state.execution
     current = execution.run_index
-    ended = execution.status_rank >= FINAL_RANK
     ts = event.timestamp_ms
     if ts is None:
+        ended = execution.status_rank >= FINAL_RANK
         return current + 1 if ended and event.event_type == "playbook_on_start" else current
     index = current
     while index > 0:
@@ -325,21 +341,42 @@ def _run_for_event(state: _ExecutionState, event: StatusEvent) -> int:
         previous = state.runs.get(index - 1)
         start = run.start_ms if run is not None else None
         previous_end = previous.end_ms if previous is not None else None
-        if start is not None and run is not None and not run.start_derived and ts >= start:
+        if start is not None and ts >= start:
             break
-        if previous_end is None or ts > previous_end:
+        if previous_end is None or (ts > previous_end and not _closes(event, previous_end, ts)):
+            break
+        if _closes(event, previous_end, ts) and _has_result(session, execution, index - 1):
             break
         index -= 1
     run = state.runs.get(index)
-    if (
-        index == current
-        and ended
-        and run is not None
-        and run.end_ms is not None
-        and ts > run.end_ms
-    ):
-        return current + 1
-    return index
+    if run is None or run.end_ms is None or ts <= run.end_ms:
+        return index
+    if index < current:
+        return index  # walked back on purpose: a closing event of an earlier run
+    ended = STATUS_RANK.get(run.status, 0) >= FINAL_RANK or execution.status_rank >= FINAL_RANK
+    if not ended:
+        return index
+    if _closes(event, run.end_ms, ts) and not _has_result(session, execution, index):
+        return index
+    return index + 1
+
+
+def _closes(event: StatusEvent, end_ms: int, ts: int) -> bool:
+    return event.event_type in CLOSING_EVENTS and ts <= end_ms + CLOSING_GRACE_MS
+
+
+def _has_result(session: Session, execution: Execution, run_index: int) -> bool:
+    """Whether the run's own `playbook_result` was stored already."""
+    found = session.scalar(
+        select(Event.id)
+        .where(
+            Event.execution_pk == execution.id,
+            Event.run_index == run_index,
+            Event.event_type == "playbook_result",
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def _final_status(event: StatusEvent) -> str:
@@ -365,7 +402,7 @@ def _apply_event(
     session: Session, state: _ExecutionState, event: StatusEvent, now: dt.datetime
 ) -> int:
     execution = state.execution
-    run_index = _run_for_event(state, event)
+    run_index = _run_for_event(session, state, event)
     run = state.run(session, run_index)
     ts = event.timestamp_ms
     at = _ms_to_datetime(ts) or now

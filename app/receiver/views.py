@@ -42,6 +42,22 @@ def _reject_constant(value: str) -> Any:
     raise ValueError(value)
 
 
+def _check_storable(body: Any) -> None:
+    """Refuse text no database can store: NUL characters and lone surrogates (\\ud800)."""
+    stack = [body]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("NUL character")
+            value.encode("utf-8")  # raises UnicodeEncodeError (a ValueError) on surrogates
+
+
 def _read_json_body() -> tuple[Any, bytes]:
     settings = get_settings()
     mimetype = request.mimetype or ""
@@ -54,8 +70,9 @@ def _read_json_body() -> tuple[Any, bytes]:
         raise PayloadTooLarge(f"body larger than {settings.max_body_bytes} bytes")
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
+        _check_storable(body)
     except (ValueError, RecursionError):
-        raise BadRequest("the body is not valid JSON") from None
+        raise BadRequest("the body is not valid JSON text") from None
     return body, raw
 
 

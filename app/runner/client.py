@@ -134,12 +134,24 @@ class RunnerClient:
         execution_id: str,
         hosts: Sequence[RestartHost] | None = None,
         ssh_private_key: str | None = None,
+        send_by: float | None = None,
     ) -> ExecutionDocument:
-        """Restart a failed execution; sent once, never retried here (see RunnerTimeout.sent)."""
+        """Restart a failed execution; sent once, never retried here (see RunnerTimeout.sent).
+
+        `send_by` (a `time.monotonic()` value) is the latest moment the request may leave; past
+        it the call is refused unsent. A refused token is dropped (the next call logs in) but
+        the restart is not sent again here: the caller decides, after checking the execution.
+        """
         body = run_body(hosts, ssh_private_key)
         path = self._path("jobs", account, job_id, "executions", execution_id, "restart")
-        data = self._call("POST", path, "restart", body=body, idempotent=False)
+        data = self._call(
+            "POST", path, "restart", body=body, idempotent=False, relogin=False, send_by=send_by
+        )
         return self._execution(data, "restart")
+
+    def ensure_token(self) -> None:
+        """Log in now if the token is missing or due for renewal (before a timed call)."""
+        self._current_token()
 
     def start_job(
         self,
@@ -225,6 +237,12 @@ class RunnerClient:
                 return self._token
             raise RunnerAuthError("no Runner token or credentials configured", operation="login")
 
+    def _drop_token(self, used: str) -> None:
+        """Forget a refused token so the next call logs in (when credentials allow)."""
+        with self._lock:
+            if self._token == used and self._can_login:
+                self._token = None
+
     def _token_refused(self, used: str, status: int, operation: str) -> str:
         """After a 401: log in once, or reuse a token another thread got meanwhile."""
         with self._lock:
@@ -302,6 +320,8 @@ class RunnerClient:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         idempotent: bool | None = None,
+        relogin: bool = True,
+        send_by: float | None = None,
     ) -> Any:
         """Send one API call with the shared token; decoded JSON (None for 204) or a RunnerError."""
         safe = method == "GET" if idempotent is None else idempotent
@@ -310,8 +330,19 @@ class RunnerClient:
         refused_once = False
         while True:
             token = self._current_token()
+            if send_by is not None and time.monotonic() > send_by:
+                raise RunnerUnavailable(
+                    "not sent: no time left to send it safely", operation=label, sent=False
+                )
             response = self._send_with_retries(method, url, label, params, body, token, safe)
             if response.status_code == 401:
+                if not relogin:
+                    self._drop_token(token)
+                    raise RunnerAuthError(
+                        self._error_text(response, body, token) or "token refused",
+                        status_code=401,
+                        operation=label,
+                    )
                 if refused_once:
                     raise RunnerAuthError(
                         self._error_text(response, body, token) or "token refused",

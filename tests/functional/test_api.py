@@ -136,3 +136,19 @@ def test_metrics_are_exposed(client: FlaskClient) -> None:
 
     assert response.status_code == 200
     assert b"respawn_callbacks_total" in response.data
+
+
+def test_cursor_with_an_out_of_range_id_is_400(
+    client: FlaskClient, api_headers: dict[str, str]
+) -> None:
+    from app.queries import encode_cursor
+
+    seed(client)
+    for path, cursor in (
+        ("/api/v1/executions", encode_cursor("2026-01-01T00:00:00+00:00", 10**20)),
+        ("/api/v1/executions/exec-1/events", encode_cursor(10**20)),
+        ("/api/v1/executions/exec-1/events", encode_cursor(-1)),
+    ):
+        response = client.get(f"{path}?cursor={cursor}", headers=api_headers)
+        assert response.status_code == 400, path
+        assert "cursor" in response.get_json()["fields"]

@@ -365,21 +365,44 @@ def test_refused_connection_gives_up_visibly(
     assert [a["outcome"] for a in restart["attempt_log"]] == ["unavailable"] * 3
 
 
-def test_runner_refusal_is_explained_not_retried(
+def test_restart_done_elsewhere_is_not_sent(
     rapp: Flask, control: SimulatorControl, sim: SimulatorServer
 ) -> None:
     (execution_id,) = failing_fleet(control, executions=1)
     discover(rapp)
-    # Someone restarts it behind respawn's back: the Runner now answers 400 (not failed).
+    # Someone restarts it behind respawn's back before the dispatcher gets to it.
     sim.simulator.restart(
         ACCOUNT, sim.simulator.execution(execution_id)["job_id"], execution_id, {}
     )
 
     drain(rapp)
 
+    assert restart_states(rapp) == [("not_needed", "already_restarted", 1)]
+    assert control.calls()["restart"]["by_execution"].get(execution_id) is None
+
+
+def test_runner_refusal_is_explained_not_retried(
+    rapp: Flask, control: SimulatorControl, sim: SimulatorServer
+) -> None:
+    (execution_id,) = failing_fleet(control, executions=1)
+    discover(rapp)
+    control.faults(hold_restart="before", hold_count=1)
+    worker = threading.Thread(target=drain, args=(rapp,))
+    worker.start()
+    assert control.wait_held(1, timeout=20)
+    # Restarted some other way while our call waits: the Runner now answers 400.
+    sim.simulator.restart(
+        ACCOUNT, sim.simulator.execution(execution_id)["job_id"], execution_id, {}
+    )
+    control.release(action="proceed")
+    worker.join(30)
+
     assert restart_states(rapp) == [("not_needed", "no_longer_failed", 1)]
     # Our call reached the Runner and was refused; only the other restart took effect.
-    assert control.calls()["restart"]["by_execution"][execution_id] == {"received": 1, "applied": 0}
+    assert control.calls()["restart"]["by_execution"][execution_id] == {
+        "received": 1,
+        "applied": 0,
+    }
     assert sim.simulator.execution(execution_id)["status"] == "PENDING"
 
 
@@ -473,3 +496,26 @@ def test_planted_ssh_key_never_leaks(
     }.items():
         assert marker not in blob, where
         assert encoded[:40] not in blob, where
+
+
+def test_restart_row_of_a_superseded_run_is_never_sent(
+    rapp: Flask, control: SimulatorControl, sim: SimulatorServer
+) -> None:
+    (execution_id,) = failing_fleet(control, executions=1)
+    assert discover(rapp) == 1
+    # Restarted elsewhere; run 2 fails too, and respawn learns of it before dispatching.
+    job_id = sim.simulator.execution(execution_id)["job_id"]
+    sim.simulator.restart(ACCOUNT, job_id, execution_id, {})
+    control.advance_until_idle()
+    assert discover(rapp) == 1
+
+    drain(rapp)
+
+    assert restart_states(rapp) == [
+        ("not_needed", "superseded", 1),
+        ("done", "restarted", 1),
+    ]
+    assert control.calls()["restart"]["by_execution"][execution_id] == {
+        "received": 1,
+        "applied": 1,
+    }

@@ -384,3 +384,68 @@ def test_get_on_callback_is_405_json(client: FlaskClient) -> None:
 
     assert response.status_code == 405
     assert response.get_json()["error"] == "method_not_allowed"
+
+
+def test_closing_event_just_after_a_documents_end_stays_in_its_run(
+    client: FlaskClient, api_headers: dict[str, str]
+) -> None:
+    document = {"execution_id": EXECUTION_ID, "job_id": JOB_ID, "account_alias": "XXXX",
+                "status": "FAILURE", "timers": [{"start": 1000, "end": 5000}],
+                "failed_hosts": ["web2"]}
+
+    post(client, document)
+    post(client, event("playbook_on_stats", 5001))
+    post(client, event("playbook_result", 5002, status="FAILURE"))
+
+    body = detail(client, api_headers)
+    assert (body["run_count"], body["current_run"], body["status"]) == (1, 0, "FAILURE")
+    assert len(body["decisions"]) == 1
+
+
+def test_late_result_after_a_restart_was_accepted_stays_in_the_old_run(
+    client: FlaskClient, api_headers: dict[str, str]
+) -> None:
+    base = {"execution_id": EXECUTION_ID, "job_id": JOB_ID, "account_alias": "XXXX"}
+    post(client, {**base, "status": "FAILURE", "timers": [{"start": 1000, "end": 5000}],
+                  "failed_hosts": ["web2"]})
+    # The restart's answer: PENDING with the earlier timer only.
+    post(client, {**base, "status": "PENDING", "timers": [{"start": 1000, "end": 5000}],
+                  "failed_hosts": ["web2"]})
+
+    post(client, event("playbook_result", 5003, status="FAILURE"))
+
+    body = detail(client, api_headers)
+    assert (body["current_run"], body["status"]) == (1, "PENDING")
+    assert len(body["decisions"]) == 1
+    events = client.get(f"/api/v1/executions/{EXECUTION_ID}/events",
+                        headers=api_headers).get_json()["items"]
+    assert events[-1]["run"] == 0
+
+
+def test_a_second_result_after_the_end_belongs_to_the_next_run(
+    client: FlaskClient, api_headers: dict[str, str]
+) -> None:
+    post(client, event("playbook_on_start", 1000))
+    post(client, event("playbook_result", 5000, status="FAILURE"))
+    # The next run's start was lost; only its result arrives, shortly after.
+    post(client, event("playbook_result", 6000, status="SUCCESS"))
+
+    body = detail(client, api_headers)
+    assert (body["run_count"], body["status"]) == (2, "SUCCESS")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"execution_id": "e1", "event_type": "\\ud800"}',
+        b'{"execution_id": "e1", "status": "FAILURE", "x": ["\\udfff"]}',
+        b'{"execution_id": "e\\u0000", "status": "FAILURE"}',
+        b'[{"execution_id": "e1", "event_type": "runner_on_ok", "message": {"msg": "a\\u0000b"}}]',
+    ],
+)
+def test_text_no_database_can_store_is_400(client: FlaskClient, app: Flask, data: bytes) -> None:
+    response = client.post(URL, data=data, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "malformed"
+    assert stored_counts(app) == (0, 0)

@@ -222,10 +222,23 @@ def test_a_401_logs_in_again_once(client: RunnerClient, fake: FakeRunner) -> Non
 def test_a_second_401_is_an_auth_error_not_a_loop(client: RunnerClient, fake: FakeRunner) -> None:
     fake.handler = lambda seen: (401, {"message": "Authorization has been denied."})
     with pytest.raises(RunnerAuthError) as caught:
-        client.restart(ACCOUNT, JOB, EXECUTION)
+        client.get_execution(ACCOUNT, JOB, EXECUTION)
     assert caught.value.status_code == 401
     assert len(fake.logins) == 2
     assert len(fake.api_calls) == 2
+
+
+def test_a_401_on_restart_is_not_resent_but_the_next_call_logs_in(
+    client: RunnerClient, fake: FakeRunner
+) -> None:
+    fake.replies += [(401, {"message": "Authorization has been denied."}), (200, execution())]
+    with pytest.raises(RunnerAuthError):
+        client.restart(ACCOUNT, JOB, EXECUTION)
+    assert len(fake.api_calls) == 1  # the restart is never sent twice by the client
+
+    client.get_execution(ACCOUNT, JOB, EXECUTION)
+
+    assert len(fake.logins) == 2
 
 
 def test_fixed_token_refused_without_credentials(
