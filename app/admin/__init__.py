@@ -17,7 +17,13 @@ from flask import Flask, g
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
-from app.admin.services import AdminUser, human_duration, load_user, relative_time
+from app.admin.services import (
+    AddressThrottle,
+    AdminUser,
+    human_duration,
+    load_user,
+    relative_time,
+)
 from app.db import get_session, utcnow
 
 csrf = CSRFProtect()
@@ -28,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "ADMIN_LOGIN_LOCK_SECONDS": 30.0,
     # Every refused login also waits this long (0 in tests, set by init_admin).
     "ADMIN_LOGIN_FAILURE_DELAY": 0.3,
+    # Failed logins from one address (any user names) within the window before it must wait.
+    "ADMIN_LOGIN_MAX_PER_ADDRESS": 20,
+    "ADMIN_LOGIN_ADDRESS_WINDOW": 600.0,
     "ADMIN_PAGE_SIZE": 50,
     "ADMIN_REFRESH_SECONDS": 5,
     # Checked only where the admin blueprint asks; a session-long token, so a page left
@@ -45,6 +54,10 @@ def init_admin(app: Flask) -> None:
     if app.testing:
         app.config["ADMIN_LOGIN_FAILURE_DELAY"] = 0.0
     csrf.init_app(app)
+    app.extensions["respawn.login_throttle"] = AddressThrottle(
+        int(app.config["ADMIN_LOGIN_MAX_PER_ADDRESS"]),
+        float(app.config["ADMIN_LOGIN_ADDRESS_WINDOW"]),
+    )
 
     login_manager = LoginManager()
     login_manager.session_protection = "basic"

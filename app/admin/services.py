@@ -10,7 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -124,6 +127,54 @@ class LoginResult:
 def _dummy_hash() -> str:
     # Checked against for unknown names so a wrong name costs as long as a wrong password.
     return generate_password_hash("respawn-no-such-user")
+
+
+class AddressThrottle:
+    """Failed logins per client address over a sliding window, in this process's memory.
+
+    The per-user lock stops guessing one account's password; this stops one address from
+    trying many user names. Per process: with N workers an address gets up to N times the
+    limit, which still bounds a spray.
+    """
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, address: str, now: float) -> deque[float]:
+        times = self._failures.setdefault(address, deque())
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        return times
+
+    def wait_seconds(self, address: str) -> float:
+        """How long this address must wait before trying again (0: go ahead)."""
+        now = self.clock()
+        with self._lock:
+            times = self._recent(address, now)
+            if len(times) < self.limit:
+                return 0.0
+            return max(0.0, times[0] + self.window - now)
+
+    def failed(self, address: str) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._failures) >= self.MAX_ADDRESSES and address not in self._failures:
+                # Forget the quietest addresses rather than grow without bound.
+                for key in [k for k, v in self._failures.items() if not self._recent(k, now)]:
+                    del self._failures[key]
+                if len(self._failures) >= self.MAX_ADDRESSES:
+                    self._failures.pop(next(iter(self._failures)))
+            self._recent(address, now).append(now)
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._failures.pop(address, None)
 
 
 def sign_in(

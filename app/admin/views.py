@@ -193,6 +193,17 @@ def login() -> BaseResponse | tuple[str, int]:
         return redirect(safe_next(request.args.get("next")))
     form = LoginForm(next=request.args.get("next", ""))
     status = 200
+    throttle: services.AddressThrottle = current_app.extensions["respawn.login_throttle"]
+    address = request.remote_addr or "unknown"
+    wait = throttle.wait_seconds(address) if request.method == "POST" else 0.0
+    if wait > 0:
+        flash(
+            "Too many failed sign-ins from this address. Try again in "
+            f"{services.human_duration(wait)}.",
+            "error",
+        )
+        form.password.data = ""
+        return render_template("admin/login.html", form=form), 429
     if form.validate_on_submit():
         session = get_session()
         now = utcnow()
@@ -207,9 +218,11 @@ def login() -> BaseResponse | tuple[str, int]:
         )
         session.commit()
         if result.user is not None:
+            throttle.succeeded(address)
             cookie_session.clear()  # a fresh session: nothing from before the login carries over
             login_user(result.user)
             return redirect(safe_next(form.next.data))
+        throttle.failed(address)
         delay = float(config["ADMIN_LOGIN_FAILURE_DELAY"])
         if delay > 0:
             time.sleep(delay)

@@ -331,6 +331,24 @@ def test_repeated_failed_logins_lock_the_account(
         assert (user.failed_logins, user.locked_until) == (0, None)
 
 
+def test_one_address_trying_many_user_names_is_slowed_down(
+    app: Flask, client: FlaskClient, users: None
+) -> None:
+    throttle = app.extensions["respawn.login_throttle"]
+    throttle.limit = 4
+
+    statuses = [
+        log_in(client, name=f"nobody{n}", password="wrong-password").status_code for n in range(4)
+    ]
+    refused = log_in(client)  # a real user with the right password, from the same address
+
+    assert statuses == [200, 200, 200, 200]
+    assert refused.status_code == 429
+    assert "from this address" in refused.get_data(as_text=True)
+    throttle.clock = lambda: 10**9  # the window has passed
+    assert log_in(client).status_code == 302
+
+
 # --- roles and CSRF ---------------------------------------------------------------------------
 
 
