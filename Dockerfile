@@ -19,7 +19,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     RESPAWN_BIND=0.0.0.0:8000 \
-    RESPAWN_POLICY_FILE=/app/policy.yaml
+    RESPAWN_POLICY_FILE=/app/policy.yaml \
+    RESPAWN_DATABASE_URL=sqlite:////app/instance/respawn.db
 RUN groupadd --system --gid 10001 respawn \
  && useradd --system --uid 10001 --gid respawn --home-dir /app --shell /usr/sbin/nologin respawn
 WORKDIR /app

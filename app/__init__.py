@@ -36,13 +36,6 @@ def _configure(app: Flask, config: Mapping[str, Any] | Settings | None) -> Setti
         settings = config
     else:
         settings = load_settings(overrides=config, instance_path=app.instance_path)
-    if (
-        settings.database_url.startswith("sqlite:///")
-        and settings.database_url != "sqlite:///:memory:"
-    ):
-        import os
-
-        os.makedirs(app.instance_path, exist_ok=True)
     app.extensions["respawn.settings"] = settings
     app.config.update(
         SECRET_KEY=settings.secret_key,

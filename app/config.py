@@ -134,10 +134,7 @@ def database_url_from_env(instance_path: str, environ: Mapping[str, str] | None 
     """Only the database URL (migrations need nothing else)."""
     environ = os.environ if environ is None else environ
     url = _read(environ, "RESPAWN_DATABASE_URL", secret=True)
-    if url is None:
-        os.makedirs(instance_path, exist_ok=True)
-        return default_database_url(instance_path)
-    return url
+    return url if url is not None else default_database_url(instance_path)
 
 
 def load_settings(
