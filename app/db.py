@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from sqlalchemy import JSON, DateTime, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
@@ -23,6 +23,8 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+READ_ONLY = "respawn_read_only"
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -87,7 +89,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers (GET requests) must not take the write lock: WAL lets them run
+            # beside a writer, and they would otherwise queue the receiver behind a page.
+            read_only = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -116,9 +121,15 @@ def get_sessionmaker(app: Flask | None = None) -> sessionmaker[Session]:
 
 
 def get_session() -> Session:
-    """The request's session; closed (and rolled back if uncommitted) on teardown."""
+    """The request's session; closed (and rolled back if uncommitted) on teardown.
+
+    GET and HEAD requests read only: on SQLite their transactions do not take the write lock.
+    """
     if "db_session" not in g:
-        g.db_session = get_sessionmaker()()
+        fresh = get_sessionmaker()()
+        if request.method in ("GET", "HEAD"):
+            fresh.connection(execution_options={READ_ONLY: True})
+        g.db_session = fresh
     session: Session = g.db_session
     return session
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import func, select
@@ -50,3 +51,33 @@ def test_parallel_duplicate_deliveries_store_each_event_once(app: Flask) -> None
         assert session.scalar(select(func.count()).select_from(Event)) == len(events)
         assert session.scalar(select(func.count()).select_from(Execution)) == 1
         assert session.scalars(select(Execution.status)).one() == "FAILURE"
+
+
+def test_reads_run_beside_a_writer_on_sqlite(sqlite_url: str, make_app: Any) -> None:
+    from sqlalchemy import text
+
+    from tests.conftest import API_TOKEN
+
+    app = make_app(database_url=sqlite_url)
+    holding, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with transaction(app) as session:  # BEGIN IMMEDIATE: holds the write lock
+            session.execute(text("UPDATE executions SET status = status"))
+            holding.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    holding.wait(10)
+    try:
+        response = app.test_client().get(
+            "/api/v1/executions", headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
+        answered_while_locked = not release.is_set()
+    finally:
+        release.set()
+        thread.join()
+
+    assert response.status_code == 200
+    assert answered_while_locked
