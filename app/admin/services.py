@@ -616,7 +616,16 @@ def budget_lines(session: Session, policy: Policy, now: dt.datetime) -> list[Bud
             .limit(TOP_BUDGET_USERS)
         )
         window = format_duration(budget.window)
-        found = [BudgetLine(what, name or "(none)", n, budget.restarts, window) for name, n in rows]
+        used = list(rows)
+        names = {name: name or "(none)" for name, _ in used}
+        if what == "job" and used:
+            # Operators know jobs by their description; the id stays for the unknown ones.
+            for job_id, description in session.execute(
+                select(Job.job_id, Job.description).where(Job.job_id.in_(list(names)))
+            ):
+                if description:
+                    names[job_id] = f"{description} ({job_id[:8]})"
+        found = [BudgetLine(what, names[name], n, budget.restarts, window) for name, n in used]
         # An unnamed line stands for "nothing used yet" and still shows the limit.
         lines.extend(found or [BudgetLine(what, "", 0, budget.restarts, window)])
     return lines
