@@ -31,6 +31,20 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
+    if url.startswith("sqlite"):
+        refresh_statistics(url)
+
+
+def refresh_statistics(url: str) -> None:
+    """SQLite plans with table statistics only once ANALYZE ran (PostgreSQL autovacuums)."""
+    from app.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("ANALYZE")
+    finally:
+        engine.dispose()
 
 
 def head_revision() -> str | None:

@@ -27,7 +27,11 @@ class Execution(Base):
     """One Runner execution as respawn knows it; the current run's state."""
 
     __tablename__ = "executions"
-    __table_args__ = (Index("ix_executions_last_seen", "last_seen_at", "id"),)
+    __table_args__ = (
+        Index("ix_executions_last_seen", "last_seen_at", "id"),
+        # The list filtered by status, newest activity first, without a sort.
+        Index("ix_executions_status_seen", "status", "last_seen_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     execution_id: Mapped[str] = mapped_column(ID, unique=True)

@@ -88,9 +88,10 @@ def _filtered(query: _SelectT, filters: ExecutionFilters) -> _SelectT:
     if filters.job:
         query = query.where(Execution.job_id == filters.job)
     if filters.host:
+        # IN (subquery), not a correlated EXISTS: SQLite would probe it once per execution.
         query = query.where(
-            exists().where(
-                HostFailure.execution_pk == Execution.id, HostFailure.host == filters.host
+            Execution.id.in_(
+                select(HostFailure.execution_pk).where(HostFailure.host == filters.host)
             )
         )
     if filters.pending_restart:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
-from app.db import transaction, utcnow
+from app.db import get_engine, transaction, utcnow
 from app.decisions import current_policy, decide_failed_runs, undecided_failures
 from app.dispatcher.services import (
     RetryPolicy,
@@ -175,9 +175,17 @@ class Reconciler:
             report.restarts_queued += decided.queued
         self.refresh_jobs(report)
         report.restarts_queued += self.decide_undecided()
+        self._refresh_statistics()
         if report.restarts_queued and self.on_queued is not None:
             self.on_queued()
         return report
+
+    def _refresh_statistics(self) -> None:
+        """SQLite keeps its planner statistics current only when asked (cheap when fresh)."""
+        engine = get_engine(self.app)
+        if engine.dialect.name == "sqlite":
+            with engine.begin() as connection:
+                connection.exec_driver_sql("PRAGMA optimize")
 
     def decide_undecided(self) -> int:
         """Decide failures left for later (their job was unknown); return restarts queued."""
