@@ -36,8 +36,12 @@ def with_appcontext(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _make_app().app_context():
-            return command(*args, **kwargs)
+        app = _make_app()
+        try:
+            with app.app_context():
+                return command(*args, **kwargs)
+        finally:
+            app.extensions["respawn.engine"].dispose()
 
     return wrapper
 
