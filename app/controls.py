@@ -14,6 +14,7 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.db import locked
 from app.decisions import StoredDecision, queue_manual_restart
 from app.errors import Conflict, NotFound
 from app.models import AuditEntry, Pause, Restart
@@ -60,10 +61,9 @@ def manual_restart(
 
 def cancel_restart(session: Session, restart_id: int, actor: str, now: dt.datetime) -> Restart:
     """Cancel a restart that has not been sent yet."""
-    query = select(Restart).where(Restart.id == restart_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    restart = session.scalars(query).one_or_none()
+    restart = session.scalars(
+        locked(session, select(Restart).where(Restart.id == restart_id))
+    ).one_or_none()
     if restart is None:
         raise NotFound(f"no restart {restart_id}")
     if restart.state != "pending":

@@ -6,10 +6,10 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, request
-from sqlalchemy import JSON, DateTime, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, MetaData, Select, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -25,6 +25,7 @@ NAMING_CONVENTION = {
 }
 
 READ_ONLY = "respawn_read_only"
+SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -106,6 +107,14 @@ def init_app(app: Flask, url: str) -> None:
     app.extensions["respawn.engine"] = engine
     app.extensions["respawn.sessionmaker"] = sessionmaker(bind=engine, expire_on_commit=False)
     app.teardown_appcontext(_close_session)
+
+
+def locked(session: Session, query: SelectT, **options: Any) -> SelectT:
+    """`query` with FOR UPDATE on PostgreSQL; on SQLite every write transaction already holds
+    the database's write lock (BEGIN IMMEDIATE)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return query.with_for_update(**options)
+    return query
 
 
 def get_engine(app: Flask | None = None) -> Engine:

@@ -1,9 +1,10 @@
 """gunicorn settings for `respawn serve` and the container; each may be overridden by flags."""
 
 import os
-import re
 
 from gunicorn.glogging import Logger
+
+from app.redact import redact_text
 
 bind = os.environ.get("RESPAWN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("RESPAWN_WORKERS", "2"))
@@ -18,8 +19,6 @@ accesslog = "-"
 errorlog = "-"
 limit_request_line = 8190
 
-_CALLBACK_TOKEN = re.compile(r"(/callbacks/)[^/\s?]+")
-
 
 class RedactingLogger(Logger):  # type: ignore[misc]  # gunicorn ships no type hints
     """The access log, with the secret token of callback URLs masked."""
@@ -28,7 +27,7 @@ class RedactingLogger(Logger):  # type: ignore[misc]  # gunicorn ships no type h
         atoms = super().atoms(resp, req, environ, request_time)
         for key in ("r", "U"):
             if isinstance(atoms.get(key), str):
-                atoms[key] = _CALLBACK_TOKEN.sub(r"\1***", atoms[key])
+                atoms[key] = redact_text(atoms[key])
         return atoms
 
 

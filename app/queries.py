@@ -7,11 +7,12 @@ import binascii
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Select, exists, func, or_, select, tuple_
+from sqlalchemy import exists, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
+from app.db import SelectT, locked
 from app.errors import BadRequest, NotFound
 from app.models import (
     Decision,
@@ -70,9 +71,6 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
         ) from None
 
 
-_SelectT = TypeVar("_SelectT", bound=Select[*tuple[Any, ...]])
-
-
 def _row_id(value: Any) -> int:
     """A database row id from a cursor: a positive 63-bit integer."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
@@ -80,7 +78,7 @@ def _row_id(value: Any) -> int:
     return value
 
 
-def _filtered(query: _SelectT, filters: ExecutionFilters) -> _SelectT:
+def _filtered(query: SelectT, filters: ExecutionFilters) -> SelectT:
     if filters.status:
         query = query.where(Execution.status.in_([s.upper() for s in filters.status]))
     if filters.account:
@@ -150,8 +148,8 @@ def count_by_status(session: Session, filters: ExecutionFilters) -> dict[str, in
 def get_execution(session: Session, execution_id: str, lock: bool = False) -> Execution:
     """The execution by its Runner id; `lock` holds its row until the transaction ends."""
     query = select(Execution).where(Execution.execution_id == execution_id)
-    if lock and session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update().execution_options(populate_existing=True)
+    if lock:
+        query = locked(session, query.execution_options(populate_existing=True))
     execution = session.scalars(query).one_or_none()
     if execution is None:
         raise NotFound(f"no execution {execution_id!r}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +42,7 @@ from app.queries import (
     list_events,
     list_executions,
 )
-from app.settings import get_settings
+from app.settings import get_settings, token_known
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -65,10 +64,7 @@ def _require_token() -> None:
     tokens = get_settings().api_tokens
     if scheme.lower() != "bearer" or not token or not tokens:
         raise Unauthorized("send Authorization: Bearer <token> (one of RESPAWN_API_TOKENS)")
-    known = False
-    for candidate in tokens:
-        known |= hmac.compare_digest(token.strip().encode(), candidate.encode())
-    if not known:
+    if not token_known(token.strip(), tokens):
         raise Unauthorized("unknown API token")
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from app import metrics
+from app.db import locked
 from app.dispatcher.keys import KeyFileError, resolve_keys
 from app.documents import FAILED_STATUSES, ExecutionDocument
 from app.models import Execution, Pause, Restart, RestartAttempt
@@ -99,9 +100,7 @@ def claim_due_restarts(
         .order_by(Restart.due_at, Restart.id)
         .limit(limit)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(of=Restart, skip_locked=True)
-    candidates = list(session.scalars(query))
+    candidates = list(session.scalars(locked(session, query, of=Restart, skip_locked=True)))
     claimed: list[ClaimedRestart] = []
     lease_until = now + dt.timedelta(seconds=lease_seconds)
     for restart_id in candidates:
@@ -242,8 +241,11 @@ def send_restart(
                 "already_restarted", "done", None, "an earlier attempt had taken effect", document
             )
         return CallResult(
-            "already_restarted", "not_needed", None,
-            f"the execution was restarted some other way ({document.status})", document,
+            "already_restarted",
+            "not_needed",
+            None,
+            f"the execution was restarted some other way ({document.status})",
+            document,
         )
     try:
         keys = resolve_keys(ssh_keys_file, claim.hosts)
@@ -310,10 +312,9 @@ def record_result(
         attempt.status_code = result.status_code
         attempt.outcome = result.outcome
         attempt.detail = result.detail
-    query = select(Restart).where(Restart.id == claim.restart_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    restart = session.scalars(query).one()
+    restart = session.scalars(
+        locked(session, select(Restart).where(Restart.id == claim.restart_id))
+    ).one()
     metrics.RESTART_CALLS.labels(outcome=result.outcome).inc()
     if restart.state != "in_flight" or restart.lease_owner != worker:
         # The lease expired and another worker took over; it verifies before it sends.
@@ -367,9 +368,7 @@ def _locked_execution(session: Session, execution_pk: int) -> Execution | None:
         .where(Execution.id == execution_pk)
         .execution_options(populate_existing=True)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    return session.scalars(query).one_or_none()
+    return session.scalars(locked(session, query)).one_or_none()
 
 
 def _move_to_next_run(

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.db import locked
 from app.documents import (
     FAILED_STATUSES,
     STATUS_RANK,
@@ -150,9 +151,7 @@ def _load_state(session: Session, execution_id: str, now: dt.datetime) -> _Execu
         .where(Execution.execution_id == execution_id)
         .execution_options(populate_existing=True)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    execution = session.scalars(query).one_or_none()
+    execution = session.scalars(locked(session, query)).one_or_none()
     if execution is None:
         execution = Execution(
             execution_id=execution_id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import Any
@@ -11,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app import metrics
+from app.controls import notify_dispatcher
 from app.db import get_session, utcnow
 from app.decisions import decide_failed_runs
 from app.errors import (
@@ -23,19 +23,12 @@ from app.errors import (
 )
 from app.receiver import signatures
 from app.receiver.services import parse_deliveries, record_deliveries
-from app.settings import get_settings
+from app.settings import get_settings, token_known
 
 bp = Blueprint("receiver", __name__)
 log = logging.getLogger(__name__)
 
 _WRITE_ATTEMPTS = 3
-
-
-def _token_known(token: str) -> bool:
-    known = False
-    for candidate in get_settings().callback_tokens:
-        known |= hmac.compare_digest(token.encode(), candidate.encode())
-    return known
 
 
 def _reject_constant(value: str) -> Any:
@@ -78,7 +71,7 @@ def _read_json_body() -> tuple[Any, bytes]:
 
 @bp.post("/callbacks/<token>")
 def receive_callback(token: str) -> Response:
-    if not _token_known(token):
+    if not token_known(token, get_settings().callback_tokens):
         metrics.CALLBACKS.labels(outcome="unknown_token").inc()
         raise NotFound("no such callback")
     body, raw = _read_json_body()
@@ -124,9 +117,7 @@ def receive_callback(token: str) -> Response:
             log.exception("database unavailable while recording a callback")
             raise ServiceUnavailable("database unavailable; retry the delivery") from None
     if decided.queued or decided.deferred:
-        wake = current_app.extensions.get("respawn.wake_background")
-        if wake is not None:
-            wake()
+        notify_dispatcher(current_app)
     metrics.CALLBACKS.labels(outcome="accepted").inc()
     metrics.EVENTS_STORED.inc(result.accepted)
     metrics.EVENT_DUPLICATES.inc(result.duplicates)
