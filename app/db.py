@@ -1,4 +1,9 @@
-"""Database wiring: the declarative base, engines, and one session per request."""
+"""Database wiring: the declarative base, column types, engines and the transaction style.
+
+No Flask here: the web layer (`app.extensions`) opens one session per request; workers, CLI
+commands and tests use `transaction(sessions)`, which commits on success and rolls back on
+any exception. Core functions take a `Session`, `flush()` and never commit.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, g, request
 from sqlalchemy import JSON, DateTime, MetaData, Select, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
@@ -102,13 +106,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def init_app(app: Flask, url: str) -> None:
-    engine = make_engine(url)
-    app.extensions["respawn.engine"] = engine
-    app.extensions["respawn.sessionmaker"] = sessionmaker(bind=engine, expire_on_commit=False)
-    app.teardown_appcontext(_close_session)
-
-
 def locked(session: Session, query: SelectT, **options: Any) -> SelectT:
     """`query` with FOR UPDATE on PostgreSQL; on SQLite every write transaction already holds
     the database's write lock (BEGIN IMMEDIATE)."""
@@ -117,40 +114,27 @@ def locked(session: Session, query: SelectT, **options: Any) -> SelectT:
     return query
 
 
-def get_engine(app: Flask | None = None) -> Engine:
-    app = app or current_app
-    engine: Engine = app.extensions["respawn.engine"]
-    return engine
-
-
-def get_sessionmaker(app: Flask | None = None) -> sessionmaker[Session]:
-    app = app or current_app
-    maker: sessionmaker[Session] = app.extensions["respawn.sessionmaker"]
-    return maker
-
-
-def get_session() -> Session:
-    """The request's session; closed (and rolled back if uncommitted) on teardown.
-
-    GET and HEAD requests read only: on SQLite their transactions do not take the write lock.
-    """
-    if "db_session" not in g:
-        fresh = get_sessionmaker()()
-        if request.method in ("GET", "HEAD"):
-            fresh.connection(execution_options={READ_ONLY: True})
-        g.db_session = fresh
-    session: Session = g.db_session
-    return session
-
-
-def _close_session(_exc: BaseException | None) -> None:
-    session: Session | None = g.pop("db_session", None)
-    if session is not None:
-        session.close()
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit (views render them afterwards)."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
 
 
 @contextmanager
-def transaction(app: Flask | None = None) -> Iterator[Session]:
-    """`with transaction() as s:` for workers and commands: commit on success."""
-    with get_sessionmaker(app)() as session, session.begin():
+def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """`with transaction(sessions) as s:`: one unit of work, committed on success."""
+    with sessions() as session, session.begin():
         yield session
+
+
+def read_only(session: Session) -> Session:
+    """Mark `session` as a reader: on SQLite its transaction does not take the write lock."""
+    session.connection(execution_options={READ_ONLY: True})
+    return session
+
+
+def refresh_planner_statistics(engine: Engine) -> None:
+    """SQLite plans with table statistics only when asked (cheap when they are fresh);
+    PostgreSQL keeps its own by autovacuum."""
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as connection:
+            connection.exec_driver_sql("PRAGMA optimize")

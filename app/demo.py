@@ -22,9 +22,10 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from app import create_app, migrate
-from app.dispatcher.worker import start_background
+from app.core.users import save_user
+from app.dispatcher import start_background
+from app.extensions import get_runtime
 from app.simulator import SimulatorConfig, SimulatorServer
-from app.users import save_user
 
 DEMO_ACCOUNT = "DEMO"
 DEMO_POLICY = Path(__file__).with_name("demo_policy.yaml")
@@ -133,12 +134,14 @@ def run_demo(options: DemoOptions) -> None:
         port=options.simulator_port,
     ).start()
     servers: list[_Server] = []
-    background = None
+    runtime = None
     try:
         app = build_app(options, simulator, token, api_token, runner_password)
-        save_user(app, "admin", "operator", admin_password)
-        save_user(app, "viewer", "viewer", admin_password)
-        background = start_background(app)
+        runtime = get_runtime(app)
+        with runtime.transaction() as session:
+            save_user(session, "admin", "operator", admin_password)
+            save_user(session, "viewer", "viewer", admin_password)
+        start_background(runtime)
         web = make_server("127.0.0.1", options.port, app, threaded=True)
         servers.append(_Server(web, "respawn-web"))
         callback = f"http://127.0.0.1:{options.port}/callbacks/{token}"
@@ -154,10 +157,10 @@ def run_demo(options: DemoOptions) -> None:
         _keep_starting(simulator, jobs, options.every, seed)
     finally:
         click.echo("\nstopping respawn demo ...")
-        if background is not None:
-            background.stop()
         for server in servers:
             server.close()
+        if runtime is not None:
+            runtime.close()
         simulator.close()
 
 

@@ -4,6 +4,8 @@ import os
 
 from gunicorn.glogging import Logger
 
+from app.dispatcher import start_background
+from app.extensions import get_runtime
 from app.redact import redact_text
 
 bind = os.environ.get("RESPAWN_BIND", "127.0.0.1:8000")
@@ -36,9 +38,6 @@ logger_class = RedactingLogger
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
     """Each web process runs its own dispatcher thread unless RESPAWN_DISPATCHER=off."""
-    from app.dispatcher.worker import start_background
-    from app.settings import get_settings
-
-    app = worker.wsgi
-    if get_settings(app).dispatcher == "embedded":
-        start_background(app)
+    runtime = get_runtime(worker.wsgi)
+    if runtime.settings.dispatcher == "embedded":
+        start_background(runtime)

@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from app.db import make_engine
+
 
 def migrations_dir() -> Path:
     for candidate in (
@@ -37,8 +39,6 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def refresh_statistics(url: str) -> None:
     """SQLite plans with table statistics only once ANALYZE ran (PostgreSQL autovacuums)."""
-    from app.db import make_engine
-
     engine = make_engine(url)
     try:
         with engine.begin() as connection:
@@ -58,8 +58,6 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def current_revision_name(url: str) -> str | None:
-    from app.db import make_engine
-
     engine = make_engine(url)
     try:
         return current_revision(engine)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -21,6 +22,27 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.db import Base, JSONType, UTCDateTime, utcnow
 
 ID = String(128)
+
+
+class RestartState(StrEnum):
+    """Where a restart (an outbox row) is in its life; `app.core.outbox` moves it on.
+
+    pending → in_flight → done | failed | not_needed | pending (retry later);
+    pending → cancelled | not_needed; an in_flight row whose lease expired is claimed again.
+    """
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    DONE = "done"
+    FAILED = "failed"
+    NOT_NEEDED = "not_needed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_RESTART_STATES = (RestartState.PENDING, RestartState.IN_FLIGHT)
+"""A restart under way: at most one per execution at a time."""
+BUDGET_RESTART_STATES = (RestartState.PENDING, RestartState.IN_FLIGHT, RestartState.DONE)
+"""What budgets count: restarts queued, being sent or sent (not failed, cancelled, unneeded)."""
 
 
 class Execution(Base):
@@ -178,8 +200,8 @@ class Restart(Base):
     run_index: Mapped[int] = mapped_column(Integer)
     manual: Mapped[bool] = mapped_column(Boolean, default=False)
     counts_against_budget: Mapped[bool] = mapped_column(Boolean, default=True)
-    # pending → in_flight → done | failed | not_needed; pending → cancelled
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    # A RestartState; changed only through app.core.outbox.
+    state: Mapped[str] = mapped_column(String(16), default=RestartState.PENDING.value)
     hosts: Mapped[list[str]] = mapped_column(JSONType, default=list)
     due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

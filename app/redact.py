@@ -1,7 +1,7 @@
 """Secrets out of everything respawn stores, logs or shows.
 
 The Runner sends secrets in `sshPrivateKey`, `password`, `credentials` and `bearerToken`, at
-any depth, and echoes repository credentials back in job answers (RUNNER_API.md).
+any depth, and echoes repository credentials back in job answers (docs/runner.md).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
 from app import create_app, migrate
+from app.extensions import get_runtime
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -337,10 +338,7 @@ def make_app(database_url: str, policy_file: Path, instance: Path, **overrides: 
 
 
 def close_app(app: Flask) -> None:
-    stop = app.extensions.get("respawn.stop_background")
-    if stop is not None:
-        stop()
-    app.extensions["respawn.engine"].dispose()
+    get_runtime(app).close()
 
 
 @contextmanager

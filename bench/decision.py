@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from app.decisions import MAX_HOST_HISTORY, MAX_OUTCOMES
+from app.core.stats import MAX_HOST_HISTORY, MAX_OUTCOMES
 from app.policy import (
     BudgetUsage,
     DecisionInput,

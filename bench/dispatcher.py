@@ -25,8 +25,8 @@ import requests
 from flask import Flask
 from sqlalchemy import func, select
 
-from app.db import transaction
-from app.dispatcher.worker import Dispatcher, Reconciler
+from app.dispatcher import Dispatcher, Reconciler
+from app.extensions import get_runtime
 from app.models import Restart
 from app.runner import RunnerClient
 from app.runner.resources import RestartHost
@@ -43,6 +43,7 @@ from bench.common import (
     table,
     times,
 )
+from tests.helpers import transaction
 
 NAME = "dispatcher"
 TITLE = "Dispatcher throughput"
@@ -205,10 +206,12 @@ class DispatchedRestarts:
         ):
             # One client shared by the dispatcher threads, as Background shares it.
             client = RunnerClient(session, self.sim.url, self.sim.auth_url, USER, PASSWORD)
-            queued = Reconciler(app, client).run_once().restarts_queued
+            queued = Reconciler(get_runtime(app), client).run_once().restarts_queued
             if queued != len(executions):
                 self.problems.append(f"{self.kind} x{self.threads}: {queued} restarts queued")
-            dispatchers = [Dispatcher(app, client, name=f"bench-{n}") for n in range(self.threads)]
+            dispatchers = [
+                Dispatcher(get_runtime(app), client, name=f"bench-{n}") for n in range(self.threads)
+            ]
 
             def drain(index: int) -> None:
                 dispatchers[index].run_once()

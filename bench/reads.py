@@ -26,8 +26,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import event
 from werkzeug.test import TestResponse
 
-from app.queries import encode_cursor
-from app.users import save_user
+from app.core.queries import encode_cursor
+from app.extensions import get_runtime
 from bench import feed
 from bench.common import (
     API_TOKEN,
@@ -42,6 +42,7 @@ from bench.common import (
     times,
 )
 from bench.seed import Seeded, seed
+from tests.helpers import save_user
 
 NAME = "reads"
 TITLE = "Read API and admin UI at scale"
@@ -78,7 +79,7 @@ class Statements:
     enabled: bool = False
 
     def attach(self, app: Flask) -> None:
-        @event.listens_for(app.extensions["respawn.engine"], "before_cursor_execute")
+        @event.listens_for(get_runtime(app).engine, "before_cursor_execute")
         def _capture(
             conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
         ) -> None:
@@ -145,7 +146,7 @@ def _requester(
 
 def _plan(app: Flask, statement: str, params: Any) -> str:
     """A one-line summary of how the database runs `statement`."""
-    engine = app.extensions["respawn.engine"]
+    engine = get_runtime(app).engine
     with engine.connect() as connection:
         if engine.dialect.name == "postgresql":
             rows = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, params).scalar()
@@ -218,7 +219,7 @@ def _profile(
     statements = [(q, p) for q, p in capture.log if q.lstrip()[:6].upper() in ("SELECT", "WITH (")]
     if not statements:
         return
-    engine = app.extensions["respawn.engine"]
+    engine = get_runtime(app).engine
     fastest = []
     with engine.connect() as connection:
         for statement, params in statements:

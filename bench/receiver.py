@@ -33,9 +33,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
+from app.core.ingest import parse_deliveries
 from app.db import make_engine, utcnow
 from app.models import Event, Execution
-from app.receiver.services import parse_deliveries
 from bench import feed
 from bench.common import (
     CALLBACK_TOKEN,

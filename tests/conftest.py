@@ -24,6 +24,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app import create_app, migrate
+from app.extensions import get_runtime
 
 CALLBACK_TOKEN = "test-callback-token-0123456789"
 API_TOKEN = "test-api-token-0123456789"
@@ -175,10 +176,7 @@ def make_app(
 
     yield factory
     for app in apps:
-        stop = app.extensions.get("respawn.stop_background")
-        if stop is not None:
-            stop()
-        app.extensions["respawn.engine"].dispose()
+        get_runtime(app).close()
 
 
 @pytest.fixture

@@ -59,7 +59,10 @@ def format_duration(value: timedelta) -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    """A delay for people: ``60 s``, ``2.5 s``, ``5 min 30 s``, ``2 h 5 min``."""
+    """A duration for people: ``850 ms``, ``2.5 s``, ``60 s``, ``5 min 30 s``, ``2 h 5 min``,
+    ``3 d 4 h``."""
+    if 0 < seconds < 1:
+        return f"{round(seconds * 1000)} ms"
     if seconds < 10 and seconds != int(seconds):
         return f"{seconds:.1f} s"
     whole = round(seconds)
@@ -68,9 +71,13 @@ def format_seconds(seconds: float) -> str:
     if whole < 7200:
         minutes, secs = divmod(whole, 60)
         return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    hours, rest = divmod(whole, 3600)
-    minutes = rest // 60
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if whole < 2 * 86400:
+        hours, rest = divmod(whole, 3600)
+        minutes = rest // 60
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, rest = divmod(whole, 86400)
+    hours = rest // 3600
+    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def _show(value: object) -> str:

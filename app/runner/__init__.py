@@ -1,4 +1,4 @@
-"""The Runner job service client (RUNNER_API.md)."""
+"""The Runner job service client (docs/runner.md)."""
 
 from app.runner.client import RunnerClient, iter_pages, jwt_expiry
 from app.runner.errors import (

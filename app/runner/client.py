@@ -1,4 +1,4 @@
-"""The Runner job service client: login, restart, executions and jobs (RUNNER_API.md).
+"""The Runner job service client: login, restart, executions and jobs (docs/runner.md).
 
 One injected `requests.Session`; every call has a `(connect, read)` timeout and ends in a
 parsed answer or a typed `RunnerError`. Only safe reads are retried; a restart is sent once
@@ -20,7 +20,7 @@ from urllib.parse import quote
 import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
-from app.documents import DocumentError, ExecutionDocument, parse_execution_document
+from app.runner.documents import DocumentError, ExecutionDocument, parse_execution_document
 from app.runner.errors import (
     RunnerAuthError,
     RunnerBadResponse,

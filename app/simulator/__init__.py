@@ -1,4 +1,4 @@
-"""A faithful stand-in for the retired Runner job service (RUNNER_API.md, docs/simulator.md)."""
+"""A faithful stand-in for the retired Runner job service (docs/runner.md, docs/simulator.md)."""
 
 from app.simulator.app import SimulatorServer, create_simulator_app, simulator_of
 from app.simulator.config import Faults, SimulatorConfig, SimUser

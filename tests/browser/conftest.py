@@ -24,11 +24,11 @@ from sqlalchemy import select, update
 from werkzeug.serving import make_server
 
 from app import create_app
-from app.db import transaction
+from app.extensions import get_runtime
 from app.models import Decision, Execution, Job, Restart, RestartAttempt
-from app.users import save_user
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import event, failing_run_events
+from tests.helpers import save_user, transaction
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -250,7 +250,7 @@ def live_server(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-        app.extensions["respawn.engine"].dispose()
+        get_runtime(app).engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from app.db import transaction
 from app.models import AuditEntry, Execution, Restart
 from tests.browser.conftest import LiveServer, login, wait_until
+from tests.helpers import transaction
 
 pytestmark = pytest.mark.browser
 

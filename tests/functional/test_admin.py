@@ -20,9 +20,8 @@ from sqlalchemy import event, insert, select
 from werkzeug.security import generate_password_hash
 from werkzeug.test import TestResponse
 
-from app.admin.services import quarantined_hosts
-from app.admin.views import safe_next
-from app.db import transaction
+from app.core.stats import quarantined_hosts
+from app.extensions import get_runtime
 from app.models import (
     AuditEntry,
     Execution,
@@ -33,10 +32,12 @@ from app.models import (
     User,
 )
 from app.policy import HostLimit, quarantined_until
-from app.users import save_user
+from app.web.admin.auth import THROTTLE
+from app.web.admin.views import safe_next
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import EXECUTION_ID, JOB_ID, failing_run_events
 from tests.feed import event as feed_event
+from tests.helpers import save_user, transaction
 
 PASSWORD = "a-long-test-password"
 # Access checks and argument handling do not depend on the database: SQLite only.
@@ -68,7 +69,7 @@ def _cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     # scrypt takes ~0.15 s a hash; tests create and check many. The checks read the method
     # from the stored hash, so the login code under test is unchanged.
     cheap = functools.partial(generate_password_hash, method="pbkdf2:sha256:1000")
-    monkeypatch.setattr("app.users.generate_password_hash", cheap)
+    monkeypatch.setattr("app.core.users.generate_password_hash", cheap)
 
 
 @pytest.fixture
@@ -173,7 +174,7 @@ def audit(app: Flask) -> list[tuple[str, str, str]]:
 @contextmanager
 def counted_queries(app: Flask) -> Iterator[list[str]]:
     statements: list[str] = []
-    engine = app.extensions["respawn.engine"]
+    engine = get_runtime(app).engine
 
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         statements.append(statement)
@@ -334,7 +335,7 @@ def test_repeated_failed_logins_lock_the_account(
 def test_one_address_trying_many_user_names_is_slowed_down(
     app: Flask, client: FlaskClient, users: None
 ) -> None:
-    throttle = app.extensions["respawn.login_throttle"]
+    throttle = app.extensions[THROTTLE]
     throttle.limit = 4
 
     statuses = [

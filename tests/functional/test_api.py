@@ -141,7 +141,7 @@ def test_metrics_are_exposed(client: FlaskClient) -> None:
 def test_cursor_with_an_out_of_range_id_is_400(
     client: FlaskClient, api_headers: dict[str, str]
 ) -> None:
-    from app.queries import encode_cursor
+    from app.core.queries import encode_cursor
 
     seed(client)
     for path, cursor in (

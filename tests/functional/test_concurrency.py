@@ -10,10 +10,10 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import func, select
 
-from app.db import transaction
 from app.models import Event, Execution
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import failing_run_events
+from tests.helpers import transaction
 
 
 def test_parallel_duplicate_deliveries_store_each_event_once(app: Flask) -> None:

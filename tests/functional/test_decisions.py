@@ -13,10 +13,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from app.db import transaction
 from app.models import Decision, Restart
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import EXECUTION_ID, event, failing_run_events
+from tests.helpers import transaction
 
 URL = f"/callbacks/{CALLBACK_TOKEN}"
 # Recent, so the policy's deadline (measured from the first failure) has not passed.
@@ -205,7 +205,8 @@ def test_max_restarts_counts_earlier_restarts(
 def test_paused_job_is_skipped_with_reason(
     app: Flask, client: FlaskClient, api_headers: dict[str, str]
 ) -> None:
-    from app.controls import pause_automatic
+    from app.core.operator import pause_automatic
+
     from app.db import utcnow
 
     with transaction(app) as session:

@@ -23,12 +23,14 @@ import requests
 from flask import Flask
 from sqlalchemy import func, select, text
 
-from app.db import transaction
-from app.dispatcher.worker import Dispatcher, Reconciler, make_runner_client
+from app.dispatcher import Dispatcher, Reconciler
+from app.extensions import get_runtime, get_settings
 from app.models import Decision, Restart, RestartAttempt
 from app.runner import RunnerClient
+from app.runner.factory import make_runner_client
 from app.simulator import SimulatorConfig, SimulatorControl, SimulatorServer
 from tests.conftest import CALLBACK_TOKEN
+from tests.helpers import transaction
 
 pytestmark = pytest.mark.slow
 
@@ -101,16 +103,16 @@ def failing_fleet(
 
 def discover(app: Flask) -> int:
     """Let the reconciler find the failures (no callbacks here) and queue restarts."""
-    client = make_runner_client(app.extensions["respawn.settings"])
+    client = make_runner_client(get_settings(app))
     assert client is not None
-    return Reconciler(app, client).run_once().restarts_queued
+    return Reconciler(get_runtime(app), client).run_once().restarts_queued
 
 
 def drain(app: Flask, dispatcher: Dispatcher | None = None, timeout: float = 30.0) -> None:
     if dispatcher is None:
-        client = make_runner_client(app.extensions["respawn.settings"])
+        client = make_runner_client(get_settings(app))
         assert client is not None
-        dispatcher = Dispatcher(app, client, name="test-dispatcher")
+        dispatcher = Dispatcher(get_runtime(app), client, name="test-dispatcher")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         dispatcher.run_once()
@@ -211,10 +213,10 @@ def test_threads_and_worker_processes_race_to_exactly_one_call_each(
     executions = failing_fleet(control, executions=50, jobs=4)
     assert len(executions) == 200
     assert discover(rapp) == 200
-    client = make_runner_client(rapp.extensions["respawn.settings"])
+    client = make_runner_client(get_settings(rapp))
     assert client is not None
     stop = threading.Event()
-    dispatchers = [Dispatcher(rapp, client, name=f"thread-{n}") for n in range(4)]
+    dispatchers = [Dispatcher(get_runtime(rapp), client, name=f"thread-{n}") for n in range(4)]
     threads = [threading.Thread(target=d.run_forever, args=(stop,)) for d in dispatchers]
     env = worker_env(rapp, database_url, policy_file, sim)
     workers = [spawn_worker(env, tmp_path / f"worker{n}.log") for n in range(2)]
@@ -316,7 +318,7 @@ def test_timeout_after_the_runner_applied_it_is_not_sent_twice(
         read_timeout=0.5,
     )
 
-    drain(app, Dispatcher(app, client))
+    drain(app, Dispatcher(get_runtime(app), client))
 
     ((state, outcome, attempts),) = restart_states(app)
     assert (state, outcome, attempts) == ("done", "already_restarted", 2)
@@ -325,14 +327,14 @@ def test_timeout_after_the_runner_applied_it_is_not_sent_twice(
 
 def test_expired_token_logs_in_again_once(rapp: Flask, control: SimulatorControl) -> None:
     (execution_id,) = failing_fleet(control, executions=1)
-    client = make_runner_client(rapp.extensions["respawn.settings"])
+    client = make_runner_client(get_settings(rapp))
     assert client is not None
-    reconciler = Reconciler(rapp, client)
+    reconciler = Reconciler(get_runtime(rapp), client)
     reconciler.run_once()
     assert client.login_count == 1
     control.expire_tokens()
 
-    drain(rapp, Dispatcher(rapp, client))
+    drain(rapp, Dispatcher(get_runtime(rapp), client))
 
     assert restart_states(rapp) == [("done", "restarted", 1)]
     assert client.login_count == 2

@@ -14,7 +14,8 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from app.dispatcher.worker import start_background
+from app.dispatcher import start_background
+from app.extensions import get_runtime
 from app.simulator import SimulatorConfig, SimulatorServer
 from tests.conftest import CALLBACK_TOKEN
 
@@ -53,7 +54,7 @@ def live(make_app: Callable[..., Flask], policy_file: Path) -> Iterator[tuple[Fl
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    background = start_background(app)
+    background = start_background(get_runtime(app))
     assert background is not None
     try:
         yield app, f"http://127.0.0.1:{server.server_port}/callbacks/{CALLBACK_TOKEN}", sim

@@ -20,13 +20,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, func, select, update
 from sqlalchemy.engine import Engine
 
-from app import backtest
 from app.cli import main
-from app.db import transaction
+from app.core import backtest
 from app.models import Decision
 from app.policy import parse_policy
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import EXECUTION_ID, failing_run_events
+from tests.helpers import transaction
 
 URL = f"/callbacks/{CALLBACK_TOKEN}"
 # Recent, so the default deadline (6h after the first failure) has not passed.

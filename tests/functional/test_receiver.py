@@ -10,10 +10,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from app.db import transaction
 from app.models import Event, Execution
 from tests.conftest import CALLBACK_TOKEN, fixture_path
 from tests.feed import EXECUTION_ID, JOB_ID, event, failing_run_events
+from tests.helpers import transaction
 
 URL = f"/callbacks/{CALLBACK_TOKEN}"
 
@@ -389,9 +389,14 @@ def test_get_on_callback_is_405_json(client: FlaskClient) -> None:
 def test_closing_event_just_after_a_documents_end_stays_in_its_run(
     client: FlaskClient, api_headers: dict[str, str]
 ) -> None:
-    document = {"execution_id": EXECUTION_ID, "job_id": JOB_ID, "account_alias": "XXXX",
-                "status": "FAILURE", "timers": [{"start": 1000, "end": 5000}],
-                "failed_hosts": ["web2"]}
+    document = {
+        "execution_id": EXECUTION_ID,
+        "job_id": JOB_ID,
+        "account_alias": "XXXX",
+        "status": "FAILURE",
+        "timers": [{"start": 1000, "end": 5000}],
+        "failed_hosts": ["web2"],
+    }
 
     post(client, document)
     post(client, event("playbook_on_stats", 5001))
@@ -406,19 +411,34 @@ def test_late_result_after_a_restart_was_accepted_stays_in_the_old_run(
     client: FlaskClient, api_headers: dict[str, str]
 ) -> None:
     base = {"execution_id": EXECUTION_ID, "job_id": JOB_ID, "account_alias": "XXXX"}
-    post(client, {**base, "status": "FAILURE", "timers": [{"start": 1000, "end": 5000}],
-                  "failed_hosts": ["web2"]})
+    post(
+        client,
+        {
+            **base,
+            "status": "FAILURE",
+            "timers": [{"start": 1000, "end": 5000}],
+            "failed_hosts": ["web2"],
+        },
+    )
     # The restart's answer: PENDING with the earlier timer only.
-    post(client, {**base, "status": "PENDING", "timers": [{"start": 1000, "end": 5000}],
-                  "failed_hosts": ["web2"]})
+    post(
+        client,
+        {
+            **base,
+            "status": "PENDING",
+            "timers": [{"start": 1000, "end": 5000}],
+            "failed_hosts": ["web2"],
+        },
+    )
 
     post(client, event("playbook_result", 5003, status="FAILURE"))
 
     body = detail(client, api_headers)
     assert (body["current_run"], body["status"]) == (1, "PENDING")
     assert len(body["decisions"]) == 1
-    events = client.get(f"/api/v1/executions/{EXECUTION_ID}/events",
-                        headers=api_headers).get_json()["items"]
+    events = client.get(
+        f"/api/v1/executions/{EXECUTION_ID}/events", headers=api_headers
+    ).get_json()["items"]
     assert events[-1]["run"] == 0
 
 

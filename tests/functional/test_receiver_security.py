@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from sqlalchemy.exc import OperationalError
 
-from app.receiver import signatures
+from app.web.receiver import signatures
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import event
 
@@ -19,11 +19,15 @@ URL = f"/callbacks/{CALLBACK_TOKEN}"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-def signed(body: bytes, webhook_id: str = "msg_1", at: int | None = None,
-           secret: str = SECRET) -> dict[str, str]:
+def signed(
+    body: bytes, webhook_id: str = "msg_1", at: int | None = None, secret: str = SECRET
+) -> dict[str, str]:
     at = int(time.time()) if at is None else at
-    return {"webhook-id": webhook_id, "webhook-timestamp": str(at),
-            "webhook-signature": signatures.sign(secret, webhook_id, at, body)}
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(at),
+        "webhook-signature": signatures.sign(secret, webhook_id, at, body),
+    }
 
 
 @pytest.fixture
@@ -34,8 +38,9 @@ def signed_app(make_app: Callable[..., Flask]) -> Flask:
 def test_valid_signature_is_accepted(signed_app: Flask) -> None:
     body = json.dumps(event("runner_on_ok", 1, host="web1")).encode()
 
-    response = signed_app.test_client().post(URL, data=body, content_type="application/json",
-                                             headers=signed(body))
+    response = signed_app.test_client().post(
+        URL, data=body, content_type="application/json", headers=signed(body)
+    )
 
     assert response.status_code == 202
 
@@ -53,7 +58,8 @@ def test_valid_signature_is_accepted(signed_app: Flask) -> None:
     ids=["body-changed", "bad-signature", "missing", "too-old", "other-secret", "bad-time"],
 )
 def test_bad_signature_is_refused_and_nothing_stored(
-    signed_app: Flask, tamper: Callable[[bytes, dict[str, str]], tuple[bytes, dict[str, str]]],
+    signed_app: Flask,
+    tamper: Callable[[bytes, dict[str, str]], tuple[bytes, dict[str, str]]],
     api_headers: dict[str, str],
 ) -> None:
     body = json.dumps(event("runner_on_ok", 1, host="web1")).encode()
@@ -73,7 +79,7 @@ def test_database_outage_is_503_not_500(
     def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise OperationalError("INSERT ...", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr("app.receiver.views.record_deliveries", broken)
+    monkeypatch.setattr("app.web.receiver.views.ingest_and_decide", broken)
 
     response = app.test_client().post(URL, json=event("runner_on_ok", 1, host="web1"))
 
@@ -83,12 +89,13 @@ def test_database_outage_is_503_not_500(
     assert "server closed" not in json.dumps(body)
 
 
-def test_unexpected_error_is_a_bare_500(app: Flask, monkeypatch: pytest.MonkeyPatch,
-                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_unexpected_error_is_a_bare_500(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("internal detail with sshPrivateKey=abc")
 
-    monkeypatch.setattr("app.receiver.views.record_deliveries", broken)
+    monkeypatch.setattr("app.web.receiver.views.ingest_and_decide", broken)
     caplog.set_level("ERROR")
 
     response = app.test_client().post(URL, json=event("runner_on_ok", 1, host="web1"))

@@ -31,8 +31,13 @@ def free_port() -> int:
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=PROJECT, env=env, capture_output=True,
-        text=True, timeout=60, check=False,
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -65,9 +70,20 @@ def test_upgrade_then_serve_with_gunicorn(tmp_path: Path) -> None:
     log = tmp_path / "gunicorn.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--bind", f"127.0.0.1:{port}",
-             "--workers", "2"],
-            cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+            ],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -81,11 +97,15 @@ def test_upgrade_then_serve_with_gunicorn(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         with requests.Session() as http:
-            stored = http.post(f"{base}/callbacks/{TOKEN}",
-                               json=failing_run_events(int(time.time() * 1000)), timeout=10)
+            stored = http.post(
+                f"{base}/callbacks/{TOKEN}",
+                json=failing_run_events(int(time.time() * 1000)),
+                timeout=10,
+            )
             ready = http.get(f"{base}/readyz", timeout=5)
-            listed = http.get(f"{base}/api/v1/executions",
-                              headers={"Authorization": f"Bearer {API}"}, timeout=5)
+            listed = http.get(
+                f"{base}/api/v1/executions", headers={"Authorization": f"Bearer {API}"}, timeout=5
+            )
             unknown = http.post(f"{base}/callbacks/wrong-token", json={}, timeout=5)
     finally:
         server.send_signal(signal.SIGTERM)

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from app.cli import main
-from app.db import transaction
 from app.models import User
 from tests.conftest import CALLBACK_TOKEN
+from tests.helpers import transaction
 
 
 @pytest.fixture
@@ -28,10 +28,12 @@ def env(database_url: str, policy_file: Path) -> dict[str, str]:
 def test_add_then_update_a_user(env: dict[str, str], make_app: object) -> None:
     runner = CliRunner()
 
-    added = runner.invoke(main, ["user", "add", "alice", "--role", "viewer"],
-                          input="correct-horse-1\n", env=env)
-    updated = runner.invoke(main, ["user", "add", "alice", "--role", "operator"],
-                            input="correct-horse-2\n", env=env)
+    added = runner.invoke(
+        main, ["user", "add", "alice", "--role", "viewer"], input="correct-horse-1\n", env=env
+    )
+    updated = runner.invoke(
+        main, ["user", "add", "alice", "--role", "operator"], input="correct-horse-2\n", env=env
+    )
 
     assert added.exit_code == 0, added.output
     assert "created viewer alice" in added.output
@@ -44,8 +46,9 @@ def test_add_then_update_a_user(env: dict[str, str], make_app: object) -> None:
     client = app.test_client()
     page = client.get("/admin/login").get_data(as_text=True)
     token = page.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
-    response = client.post("/admin/login", data={"name": "alice", "password": "correct-horse-2",
-                                                  "csrf_token": token})
+    response = client.post(
+        "/admin/login", data={"name": "alice", "password": "correct-horse-2", "csrf_token": token}
+    )
     assert response.status_code == 302
 
 
@@ -57,8 +60,9 @@ def test_add_then_update_a_user(env: dict[str, str], make_app: object) -> None:
         (["user", "add", "bob", "--role", "admin"], "long-enough-1\n", "Invalid value"),
     ],
 )
-def test_bad_users_are_refused(env: dict[str, str], args: list[str], password: str,
-                               message: str) -> None:
+def test_bad_users_are_refused(
+    env: dict[str, str], args: list[str], password: str, message: str
+) -> None:
     result = CliRunner().invoke(main, args, input=password, env=env)
 
     assert result.exit_code != 0

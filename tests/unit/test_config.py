@@ -34,12 +34,14 @@ def test_secrets_come_from_files(tmp_path: Path) -> None:
     (tmp_path / "key").write_text("file-secret-key\n")
     (tmp_path / "pw").write_text("runner-pass")
 
-    settings = load_settings({
-        "RESPAWN_SECRET_KEY_FILE": str(tmp_path / "key"),
-        "RESPAWN_CALLBACK_TOKENS": "b" * 20,
-        "RESPAWN_RUNNER_USERNAME": "ops",
-        "RESPAWN_RUNNER_PASSWORD_FILE": str(tmp_path / "pw"),
-    })
+    settings = load_settings(
+        {
+            "RESPAWN_SECRET_KEY_FILE": str(tmp_path / "key"),
+            "RESPAWN_CALLBACK_TOKENS": "b" * 20,
+            "RESPAWN_RUNNER_USERNAME": "ops",
+            "RESPAWN_RUNNER_PASSWORD_FILE": str(tmp_path / "pw"),
+        }
+    )
 
     assert settings.secret_key == "file-secret-key"
     assert settings.runner_password == "runner-pass"
@@ -69,5 +71,6 @@ def test_bad_values_are_refused(name: str, value: str, message: str) -> None:
 
 def test_database_url_alone_for_migrations(tmp_path: Path) -> None:
     assert database_url_from_env(str(tmp_path), {"RESPAWN_DATABASE_URL": "postgresql://x/y"}) == (
-        "postgresql://x/y")
+        "postgresql://x/y"
+    )
     assert database_url_from_env(str(tmp_path / "inst"), {}).endswith("inst/respawn.db")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from app.dispatcher.services import ClaimedRestart, send_restart
-from app.documents import ExecutionDocument, Timer
+from app.core.outbox import ClaimedRestart, send_restart
+from app.runner.documents import ExecutionDocument, Timer
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from app.core.policy_source import LoadedPolicy, PolicySource
 from app.policy import DEFAULT_POLICY_TEXT, PolicyError, parse_policy
-from app.policy_source import LoadedPolicy, PolicySource
 
 GOOD = "version: 1\nrules:\n  - name: first\n"
 BETTER = "version: 1\nrules:\n  - name: first\n  - name: second\n    when: {job: x}\n"

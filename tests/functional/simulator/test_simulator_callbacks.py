@@ -7,8 +7,8 @@ from typing import Any
 
 import requests
 
-from app.documents import parse_status_event
 from app.runner import RestartHost, RunnerClient
+from app.runner.documents import parse_status_event
 from app.simulator import SimulatorControl, SimulatorServer
 from tests.functional.simulator.conftest import (
     ACCOUNT,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from app.cli.policy import check_command
 from app.policy import parse_policy
-from app.policy_commands import check_command
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -1,0 +1,445 @@
+"""The outbox of restarts: its lifecycle, claims under a lease, the call, the recorded answer.
+
+The outbox row of a decision (`restarts`) moves pending → in_flight → done | failed |
+not_needed | pending (a retry), or pending → cancelled | not_needed. Every change of state
+goes through `transition` (or, for the claim, the one conditional UPDATE that implements the
+same rule), and an illegal one raises. Each step is its own short transaction, and the Runner
+is called only between them, never while a transaction is open.
+
+Exactly once: a claim takes a lease; if its holder dies mid-call the lease expires and the
+next claimer, before sending again, asks the Runner for the execution and re-sends only if
+the restart did not take effect (still failed, no new timer). Any attempt after the first
+is verified the same way, since a timed-out or 5xx call may have been applied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session
+
+from app import metrics
+from app.core.errors import Conflict
+from app.core.ingest import advance_to_run, record_documents
+from app.db import locked
+from app.models import Execution, Pause, Restart, RestartAttempt, RestartState
+from app.redact import redact_text
+from app.runner.client import RunnerClient
+from app.runner.documents import FAILED_STATUSES, ExecutionDocument
+from app.runner.errors import (
+    RunnerAuthError,
+    RunnerError,
+    RunnerNotFound,
+    RunnerRejected,
+    RunnerTimeout,
+    RunnerUnavailable,
+)
+from app.runner.keys import KeyFileError, resolve_keys
+
+log = logging.getLogger(__name__)
+
+MAX_DETAIL = 500
+
+# --- the lifecycle ----------------------------------------------------------------------------
+
+FINAL_STATES = frozenset(
+    {RestartState.DONE, RestartState.FAILED, RestartState.NOT_NEEDED, RestartState.CANCELLED}
+)
+TRANSITIONS: dict[RestartState, frozenset[RestartState]] = {
+    # Claimed by a dispatcher; cancelled by an operator; settled unsent when superseded.
+    RestartState.PENDING: frozenset(
+        {RestartState.IN_FLIGHT, RestartState.CANCELLED, RestartState.NOT_NEEDED}
+    ),
+    # The answer recorded (or a retry scheduled); claimed again once its lease expired.
+    RestartState.IN_FLIGHT: frozenset(
+        {
+            RestartState.IN_FLIGHT,
+            RestartState.PENDING,
+            RestartState.DONE,
+            RestartState.FAILED,
+            RestartState.NOT_NEEDED,
+        }
+    ),
+    **{state: frozenset() for state in FINAL_STATES},
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A restart was asked to move where its lifecycle does not go (a bug, never input)."""
+
+
+def transition(restart: Restart, to: RestartState, now: dt.datetime) -> None:
+    """Move `restart` to state `to`; raises IllegalTransition if the lifecycle forbids it."""
+    current = RestartState(restart.state)
+    if to not in TRANSITIONS[current]:
+        raise IllegalTransition(f"restart {restart.id}: {current} -> {to} is not allowed")
+    restart.state = to
+    restart.updated_at = now
+    if to in FINAL_STATES:
+        restart.completed_at = now
+    if to != RestartState.IN_FLIGHT:
+        restart.lease_owner = None
+        restart.lease_expires_at = None
+
+
+def cancel(restart: Restart, actor: str, now: dt.datetime) -> None:
+    """An operator cancels a restart before it is sent (Conflict once it is past pending)."""
+    if restart.state != RestartState.PENDING:
+        raise Conflict(
+            f"restart is {restart.state}; only a pending restart can be cancelled",
+            code="not_pending",
+        )
+    transition(restart, RestartState.CANCELLED, now)
+    restart.cancelled_by = actor
+    restart.outcome = "cancelled"
+    restart.outcome_detail = f"cancelled by {actor}"
+
+
+# --- claims -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedRestart:
+    """A snapshot of a claimed outbox row: all the call needs, no ORM object."""
+
+    restart_id: int
+    attempt_id: int
+    execution_id: str
+    account: str
+    job_id: str
+    run_index: int
+    hosts: tuple[str, ...]
+    timers_before: int
+    attempt: int
+    lease_expires_at: dt.datetime
+
+
+Verdict = Literal["done", "not_needed", "failed", "retry"]
+"""Where a call leaves its restart: one of the final states, or "retry" (pending again, or
+failed once the attempts are used up)."""
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What one attempt came to, decided outside any transaction."""
+
+    outcome: str
+    # done: restarted | already_restarted; not_needed: no_longer_failed | gone;
+    # failed: rejected; retry: unavailable | timeout | bad_response | auth_failed | key_error
+    state: Verdict
+    status_code: int | None
+    detail: str
+    document: ExecutionDocument | None = None
+    # The request may have reached the Runner and no definite answer came back.
+    uncertain: bool = False
+
+
+def _due_clause(now: dt.datetime) -> Any:
+    """Rows a claim may take: due pending ones, and in-flight ones whose holder's lease ran
+    out (the two ways into in_flight that TRANSITIONS allows)."""
+    return or_(
+        and_(Restart.state == RestartState.PENDING, Restart.due_at <= now),
+        and_(Restart.state == RestartState.IN_FLIGHT, Restart.lease_expires_at < now),
+    )
+
+
+def _not_paused() -> Any:
+    """Automatic restarts of a paused job (or with a global pause) wait; manual ones go, and
+    so does a row whose holder died mid-call (it must be verified and settled)."""
+    paused = exists().where(or_(Pause.job_id == "", Pause.job_id == Execution.job_id))
+    return or_(Restart.manual.is_(True), Restart.state == RestartState.IN_FLIGHT, ~paused)
+
+
+def claim_due_restarts(
+    session: Session, worker: str, now: dt.datetime, lease_seconds: float, limit: int
+) -> list[ClaimedRestart]:
+    """Claim up to `limit` due restarts for `worker`; flush, the caller commits."""
+    query = (
+        select(Restart.id)
+        .join(Execution, Execution.id == Restart.execution_pk)
+        .where(_due_clause(now), _not_paused())
+        .order_by(Restart.due_at, Restart.id)
+        .limit(limit)
+    )
+    candidates = list(session.scalars(locked(session, query, of=Restart, skip_locked=True)))
+    claimed: list[ClaimedRestart] = []
+    lease_until = now + dt.timedelta(seconds=lease_seconds)
+    for restart_id in candidates:
+        # The conditional update is the claim on SQLite (and a no-op guard on PostgreSQL,
+        # where the row is already locked): it only succeeds while the row is still due.
+        result = session.execute(
+            update(Restart)
+            .where(Restart.id == restart_id, _due_clause(now))
+            .values(
+                state=RestartState.IN_FLIGHT,
+                lease_owner=worker,
+                lease_expires_at=lease_until,
+                attempts=Restart.attempts + 1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            continue
+        restart, execution = session.execute(
+            select(Restart, Execution)
+            .join(Execution, Execution.id == Restart.execution_pk)
+            .where(Restart.id == restart_id)
+            .execution_options(populate_existing=True)
+        ).one()
+        if restart.attempts == 1 and _superseded(restart, execution, now):
+            continue
+        # An attempt left "started" belongs to a holder that died mid-call.
+        session.execute(
+            update(RestartAttempt)
+            .where(RestartAttempt.restart_id == restart_id, RestartAttempt.outcome == "started")
+            .values(outcome="interrupted", finished_at=now, detail="lease expired mid-call")
+        )
+        attempt = RestartAttempt(
+            restart_id=restart_id, worker=worker, started_at=now, outcome="started"
+        )
+        session.add(attempt)
+        session.flush()
+        claimed.append(
+            ClaimedRestart(
+                restart_id=restart_id,
+                attempt_id=attempt.id,
+                execution_id=execution.execution_id,
+                account=execution.account_alias,
+                job_id=execution.job_id,
+                run_index=restart.run_index,
+                hosts=tuple(restart.hosts),
+                timers_before=restart.timers_before,
+                attempt=restart.attempts,
+                lease_expires_at=lease_until,
+            )
+        )
+    return claimed
+
+
+def _superseded(restart: Restart, execution: Execution, now: dt.datetime) -> bool:
+    """Settle, unsent, a restart whose run is no longer the execution's failed current run
+    (restarted some other way meanwhile); True when it was settled."""
+    if execution.run_index == restart.run_index and execution.status in FAILED_STATUSES:
+        return False
+    transition(restart, RestartState.NOT_NEEDED, now)
+    restart.outcome = "superseded"
+    restart.outcome_detail = (
+        f"the execution moved on (run {execution.run_index + 1}, {execution.status}) "
+        "before this restart was sent"
+    )
+    return True
+
+
+def _took_effect(claim: ClaimedRestart, document: ExecutionDocument) -> bool:
+    """A restart took effect when the execution is no longer failed or has a new timer."""
+    return document.status not in FAILED_STATUSES or len(document.timers) > claim.timers_before
+
+
+def _short(text: str) -> str:
+    return redact_text(text)[:MAX_DETAIL]
+
+
+def _after_refusal(client: RunnerClient, claim: ClaimedRestart, error: RunnerError) -> CallResult:
+    """400/404/409: find out from the Runner why the restart was refused."""
+    try:
+        document = client.get_execution(claim.account, claim.job_id, claim.execution_id)
+    except RunnerNotFound:
+        return CallResult("gone", "not_needed", error.status_code, "execution no longer exists")
+    except RunnerError as exc:
+        return CallResult(
+            "rejected",
+            "failed",
+            error.status_code,
+            _short(f"{error.message}; checking the execution failed too: {exc.message}"),
+        )
+    if len(document.timers) > claim.timers_before:
+        return CallResult(
+            "already_restarted",
+            "not_needed",
+            error.status_code,
+            "the execution was already restarted",
+            document,
+        )
+    if document.status not in FAILED_STATUSES:
+        return CallResult(
+            "no_longer_failed",
+            "not_needed",
+            error.status_code,
+            f"the execution is {document.status}",
+            document,
+        )
+    return CallResult("rejected", "failed", error.status_code, _short(error.message), document)
+
+
+def send_restart(
+    client: RunnerClient,
+    claim: ClaimedRestart,
+    ssh_keys_file: str | None,
+    call_budget_seconds: float,
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+) -> CallResult:
+    """Check the execution, then call the Runner's restart endpoint. No database here.
+
+    The Runner is asked first, every time (one GET): an earlier attempt, a dead holder's call
+    or someone else may have restarted it already. The POST only leaves while the lease still
+    has `call_budget_seconds` (connect + read timeouts) left, so it ends, one way or the
+    other, before anyone else may claim the row.
+    """
+    try:
+        client.ensure_token()
+        document = client.get_execution(claim.account, claim.job_id, claim.execution_id)
+    except RunnerNotFound:
+        return CallResult("gone", "not_needed", 404, "execution no longer exists")
+    except RunnerError as exc:
+        return _retry_result(exc)
+    if _took_effect(claim, document):
+        if claim.attempt > 1:
+            return CallResult(
+                "already_restarted", "done", None, "an earlier attempt had taken effect", document
+            )
+        return CallResult(
+            "already_restarted",
+            "not_needed",
+            None,
+            f"the execution was restarted some other way ({document.status})",
+            document,
+        )
+    try:
+        keys = resolve_keys(ssh_keys_file, claim.hosts)
+    except KeyFileError as exc:
+        return CallResult("key_error", "retry", None, _short(str(exc)))
+    spare = (claim.lease_expires_at - clock()).total_seconds() - call_budget_seconds
+    if spare <= 0:
+        return CallResult("lease_expiring", "retry", None, "too little of the lease left; not sent")
+    try:
+        document = client.restart(
+            claim.account,
+            claim.job_id,
+            claim.execution_id,
+            hosts=keys.hosts or None,
+            ssh_private_key=keys.default_key,
+            send_by=time.monotonic() + spare,
+        )
+    except (RunnerRejected, RunnerNotFound) as exc:
+        return _after_refusal(client, claim, exc)
+    except RunnerError as exc:
+        return _retry_result(exc)
+    return CallResult("restarted", "done", 200, f"execution is {document.status}", document)
+
+
+# Answers that say nothing about whether the request was carried out (a proxy's 502/504).
+_UNCLEAR_STATUSES = frozenset({502, 504})
+
+
+def _retry_result(exc: RunnerError) -> CallResult:
+    outcome = "auth_failed" if isinstance(exc, RunnerAuthError) else exc.kind
+    uncertain = isinstance(exc, RunnerTimeout) or (
+        isinstance(exc, RunnerUnavailable)
+        and exc.sent
+        and (exc.status_code is None or exc.status_code in _UNCLEAR_STATUSES)
+    )
+    return CallResult(outcome, "retry", exc.status_code, _short(str(exc)), uncertain=uncertain)
+
+
+def retry_delay(attempt: int, base_seconds: float, max_seconds: float = 300.0) -> float:
+    return float(min(max_seconds, base_seconds * 2 ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    base_seconds: float
+    # After a call whose fate is unknown (no answer in time), wait at least this long, so
+    # that a Runner still working on it has applied it before we look and maybe send again.
+    uncertain_seconds: float
+
+
+def record_result(
+    session: Session,
+    claim: ClaimedRestart,
+    worker: str,
+    result: CallResult,
+    now: dt.datetime,
+    retry: RetryPolicy,
+) -> RestartState:
+    """Store the attempt and move the outbox row on; returns the row's new state."""
+    attempt = session.get(RestartAttempt, claim.attempt_id)
+    if attempt is not None:
+        attempt.finished_at = now
+        attempt.status_code = result.status_code
+        attempt.outcome = result.outcome
+        attempt.detail = result.detail
+    restart = session.scalars(
+        locked(session, select(Restart).where(Restart.id == claim.restart_id))
+    ).one()
+    metrics.RESTART_CALLS.labels(outcome=result.outcome).inc()
+    if restart.state != RestartState.IN_FLIGHT or restart.lease_owner != worker:
+        # The lease expired and another worker took over; it verifies before it sends.
+        log.warning("restart %s: lease lost before the answer was recorded", restart.id)
+        return RestartState(restart.state)
+    restart.outcome = result.outcome
+    restart.outcome_detail = result.detail
+    if result.state == "retry":
+        if claim.attempt >= retry.max_attempts:
+            transition(restart, RestartState.FAILED, now)
+            restart.outcome = "gave_up"
+            restart.outcome_detail = _short(
+                f"gave up after {claim.attempt} attempts; last: {result.outcome}: {result.detail}"
+            )
+            metrics.RESTARTS_GIVEN_UP.inc()
+            log.error(
+                "restart %s of %s: gave up after %s attempts (%s)",
+                restart.id,
+                claim.execution_id,
+                claim.attempt,
+                result.outcome,
+            )
+        else:
+            delay = retry_delay(claim.attempt, retry.base_seconds)
+            if result.uncertain:
+                delay = max(delay, retry.uncertain_seconds)
+            transition(restart, RestartState.PENDING, now)
+            restart.due_at = now + dt.timedelta(seconds=delay)
+        return RestartState(restart.state)
+    state = RestartState(result.state)
+    transition(restart, state, now)
+    if state == RestartState.DONE:
+        restart.sent_at = restart.sent_at or now
+        execution = _locked_execution(session, restart.execution_pk)
+        if execution is not None:
+            execution.restart_count += 1
+            _move_to_next_run(session, execution, claim, result.document, now)
+    elif result.document is not None:
+        record_documents(session, [result.document], now)
+    return RestartState(restart.state)
+
+
+def _locked_execution(session: Session, execution_pk: int) -> Execution | None:
+    """The execution, read afresh and locked: callbacks may have moved it on meanwhile."""
+    query = (
+        select(Execution)
+        .where(Execution.id == execution_pk)
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(locked(session, query)).one_or_none()
+
+
+def _move_to_next_run(
+    session: Session,
+    execution: Execution,
+    claim: ClaimedRestart,
+    document: ExecutionDocument | None,
+    now: dt.datetime,
+) -> None:
+    """The restart was accepted: the execution is PENDING in its next run (or further)."""
+    if document is not None:
+        record_documents(session, [document], now)
+    if execution.run_index <= claim.run_index:
+        advance_to_run(session, execution, claim.run_index + 1, "PENDING", now)

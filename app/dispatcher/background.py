@@ -1,0 +1,84 @@
+"""The background of one process: dispatcher, reconciler and job-refresh threads.
+
+`start_background` is the one place they start, for each entry point that wants them: every
+`respawn serve` web worker (RESPAWN_DISPATCHER=embedded, from the gunicorn config), `respawn
+worker` and `respawn demo`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from app.dispatcher.dispatcher import Dispatcher
+from app.dispatcher.reconciler import JOB_REFRESH_INTERVAL, Reconciler, refresh_jobs_forever
+from app.runner.client import RunnerClient
+from app.runner.factory import make_runner_client
+from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Background:
+    """The dispatcher, reconciler and job-refresh threads of one process."""
+
+    def __init__(
+        self, runtime: Runtime, client: RunnerClient, dispatchers: int = 1, reconcile: bool = True
+    ) -> None:
+        self.stop_event = threading.Event()
+        self.dispatchers = [Dispatcher(runtime, client) for _ in range(dispatchers)]
+        self.reconciler = Reconciler(runtime, client) if reconcile else None
+        if self.reconciler is not None:
+            self.reconciler.on_queued = self.wake_dispatchers
+        self.refresh_wake = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def wake(self) -> None:
+        self.refresh_wake.set()
+        self.wake_dispatchers()
+
+    def wake_dispatchers(self) -> None:
+        for dispatcher in self.dispatchers:
+            dispatcher.wake()
+
+    def start(self) -> None:
+        for n, dispatcher in enumerate(self.dispatchers):
+            self._spawn(f"respawn-dispatcher-{n}", dispatcher.run_forever)
+        if self.reconciler is not None:
+            reconciler = self.reconciler
+            self._spawn("respawn-reconciler", reconciler.run_forever)
+            self._spawn(
+                "respawn-job-refresh",
+                lambda stop: refresh_jobs_forever(
+                    reconciler, stop, self.refresh_wake, JOB_REFRESH_INTERVAL
+                ),
+            )
+
+    def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        thread = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.stop_event.set()
+        self.wake()
+        for thread in self.threads:
+            thread.join(timeout)
+
+
+def start_background(
+    runtime: Runtime, dispatchers: int = 1, reconcile: bool = True
+) -> Background | None:
+    """Start this process's dispatcher (and reconciler) threads, if a Runner is configured."""
+    client = make_runner_client(runtime.settings)
+    if client is None:
+        log.warning(
+            "no Runner credentials (RESPAWN_RUNNER_TOKEN or USERNAME/PASSWORD): "
+            "restarts are decided and queued but not sent"
+        )
+        return None
+    background = Background(runtime, client, dispatchers, reconcile)
+    runtime.attach_background(background.wake, background.stop)
+    background.start()
+    return background

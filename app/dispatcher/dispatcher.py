@@ -1,0 +1,81 @@
+"""The dispatcher loop: claim one due restart, call the Runner, record the answer; repeat."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.core.outbox import RetryPolicy, claim_due_restarts, record_result, send_restart
+from app.db import utcnow
+from app.runner.client import RunnerClient
+from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Dispatcher:
+    """Claims due restarts one at a time and carries each out."""
+
+    def __init__(self, runtime: Runtime, client: RunnerClient, name: str | None = None) -> None:
+        self.runtime = runtime
+        self.client = client
+        self.name = name or worker_name()
+        self.settings = runtime.settings
+        self.retry = RetryPolicy(
+            self.settings.max_send_attempts,
+            self.settings.retry_base_seconds,
+            self.settings.uncertain_retry_seconds,
+        )
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run_once(self) -> int:
+        """Claim and carry out due restarts until none is due; return how many were handled."""
+        handled = 0
+        while True:
+            with self.runtime.transaction() as session:
+                claims = claim_due_restarts(
+                    session, self.name, utcnow(), self.settings.lease_seconds, 1
+                )
+            if not claims:
+                return handled
+            for claim in claims:
+                # No transaction is open while the Runner is called.
+                result = send_restart(
+                    self.client,
+                    claim,
+                    self.settings.ssh_keys_file,
+                    self.settings.runner_call_seconds,
+                )
+                with self.runtime.transaction() as session:
+                    state = record_result(session, claim, self.name, result, utcnow(), self.retry)
+                log.info(
+                    "restart %s of %s: %s (%s)",
+                    claim.restart_id,
+                    claim.execution_id,
+                    result.outcome,
+                    state,
+                )
+                handled += 1
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except SQLAlchemyError:
+                log.exception("dispatcher: database error; retrying shortly")
+            except Exception:
+                log.exception("dispatcher: unexpected error; retrying shortly")
+            self._wake.wait(self.settings.dispatch_interval)
+            self._wake.clear()

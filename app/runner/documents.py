@@ -1,0 +1,270 @@
+"""The Runner's payload shapes: execution documents and status events.
+
+Both the receiver and the Runner client read these shapes, so they are parsed here, once,
+with the published quirks tolerated (see docs/runner.md): `timers` or a top-level
+`start`/`end`, `failed_hosts` holding any scalar, lowercase statuses, `repository_log` as a
+string or an object, unknown extra fields kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
+
+STATUSES = (
+    "PENDING",
+    "INITIALIZING",
+    "RUNNING",
+    "SUCCESS",
+    "FAILURE",
+    "INIT_FAILURE",
+    "STOPPING",
+    "STOPPED",
+    "KILLING",
+    "KILLED",
+)
+FAILED_STATUSES = frozenset({"FAILURE", "INIT_FAILURE"})
+FINAL_STATUSES = frozenset({"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED"})
+
+# Where a status sits within one run; a later run always outranks an earlier one.
+STATUS_RANK = {
+    "PENDING": 0,
+    "INITIALIZING": 1,
+    "RUNNING": 2,
+    "STOPPING": 3,
+    "KILLING": 3,
+    "SUCCESS": 4,
+    "FAILURE": 4,
+    "INIT_FAILURE": 4,
+    "STOPPED": 4,
+    "KILLED": 4,
+}
+
+MAX_ID_LENGTH = 128
+MAX_HOSTS = 10_000
+# Epoch milliseconds between 1970 and 9999, so a datetime can always be built from it.
+MAX_EPOCH_MS = 253_402_300_799_999
+
+
+class DocumentError(ValueError):
+    """A payload of the wrong shape; `fields` maps each field to its messages."""
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        super().__init__("payload has the wrong shape")
+        self.fields = dict(fields)
+
+
+@dataclass(frozen=True)
+class Timer:
+    start_ms: int | None
+    end_ms: int | None
+
+
+@dataclass(frozen=True)
+class ExecutionDocument:
+    execution_id: str
+    job_id: str | None
+    account_alias: str | None
+    status: str | None
+    timers: tuple[Timer, ...]
+    failed_hosts: tuple[str, ...]
+    repository_log: Any
+    is_vpn_established: bool | None
+    record_id: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
+    has_failed_hosts: bool = True
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    event_id: str | None
+    execution_id: str
+    job_id: str | None
+    account_alias: str | None
+    event_type: str
+    timestamp_ms: int | None
+    message: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def host(self) -> str | None:
+        if isinstance(self.message, Mapping):
+            host = self.message.get("host")
+            if isinstance(host, str | int) and not isinstance(host, bool):
+                return str(host)[:255]
+        return None
+
+
+class _EpochMillis(fields.Field[int]):
+    """Epoch milliseconds: an integer, or a float or numeric string holding one."""
+
+    default_error_messages = {"invalid": "Not a valid epoch time in milliseconds."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError as exc:
+                raise self.make_error("invalid") from exc
+        if isinstance(value, int):
+            number = value
+        elif isinstance(value, float) and math.isfinite(value):
+            number = int(value)
+        else:
+            raise self.make_error("invalid")
+        if not 0 <= number <= MAX_EPOCH_MS:
+            raise self.make_error("invalid")
+        return number
+
+
+class _Identifier(fields.Field[str]):
+    """An id: a non-empty string (a number is accepted and kept as its text)."""
+
+    default_error_messages = {"invalid": "Not a valid identifier."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise self.make_error("invalid")
+        text = str(value).strip()
+        if not text or len(text) > MAX_ID_LENGTH:
+            raise self.make_error("invalid")
+        return text
+
+
+class _Status(fields.Field[str]):
+    default_error_messages = {"invalid": "Not a known execution status."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, str) or value.strip().upper() not in STATUSES:
+            raise self.make_error("invalid")
+        return value.strip().upper()
+
+
+class _HostList(fields.Field[list[str]]):
+    """`failed_hosts`: a list of scalars (the published example holds `[0]`)."""
+
+    default_error_messages = {"invalid": "Not a list of host ids."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, list) or len(value) > MAX_HOSTS:
+            raise self.make_error("invalid")
+        hosts: list[str] = []
+        for item in value:
+            if isinstance(item, Mapping) and "id" in item:
+                item = item["id"]
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                raise self.make_error("invalid")
+            host = str(item).strip()[:255]
+            if host and host not in hosts:
+                hosts.append(host)
+        return hosts
+
+
+class _TimerSchema(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    start = _EpochMillis(allow_none=True, load_default=None)
+    end = _EpochMillis(allow_none=True, load_default=None)
+
+
+class _ExecutionDocumentSchema(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    execution_id = _Identifier(required=True)
+    job_id = _Identifier(allow_none=True, load_default=None)
+    account_alias = _Identifier(allow_none=True, load_default=None)
+    status = _Status(allow_none=True, load_default=None)
+    timers = fields.List(
+        fields.Nested(_TimerSchema),
+        allow_none=True,
+        load_default=None,
+        validate=validate.Length(max=10_000),
+    )
+    start = _EpochMillis(allow_none=True, load_default=None)
+    end = _EpochMillis(allow_none=True, load_default=None)
+    failed_hosts = _HostList(allow_none=True, load_default=None)
+    repository_log = fields.Raw(allow_none=True, load_default=None)
+    is_vpn_established = fields.Boolean(allow_none=True, load_default=None)
+    id = _Identifier(allow_none=True, load_default=None)
+
+
+class _StatusEventSchema(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    id = _Identifier(allow_none=True, load_default=None)
+    execution_id = _Identifier(required=True)
+    job_id = _Identifier(allow_none=True, load_default=None)
+    account_alias = _Identifier(allow_none=True, load_default=None)
+    event_type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    timestamp = _EpochMillis(allow_none=True, load_default=None)
+    message = fields.Raw(allow_none=True, load_default=None)
+    notifications = fields.Raw(allow_none=True, load_default=None)
+
+
+_DOCUMENT_FIELDS = frozenset(_ExecutionDocumentSchema().fields)
+_EVENT_FIELDS = frozenset(_StatusEventSchema().fields)
+
+
+def _load(schema: Schema, data: Any) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise DocumentError({"_schema": ["Expected a JSON object."]})
+    try:
+        loaded = schema.load(data)
+    except ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        raise DocumentError(messages) from None
+    return dict(loaded)
+
+
+def is_status_event(data: Any) -> bool:
+    return isinstance(data, Mapping) and "event_type" in data
+
+
+def parse_execution_document(data: Mapping[str, Any]) -> ExecutionDocument:
+    loaded = _load(_ExecutionDocumentSchema(), data)
+    if loaded["timers"] is not None:
+        timers = tuple(Timer(t["start"], t["end"]) for t in loaded["timers"])
+    elif loaded["start"] is not None or loaded["end"] is not None:
+        timers = (Timer(loaded["start"], loaded["end"]),)
+    else:
+        timers = ()
+    extra = {k: v for k, v in data.items() if k not in _DOCUMENT_FIELDS}
+    return ExecutionDocument(
+        execution_id=loaded["execution_id"],
+        job_id=loaded["job_id"],
+        account_alias=loaded["account_alias"],
+        status=loaded["status"],
+        timers=timers,
+        failed_hosts=tuple(loaded["failed_hosts"] or ()),
+        repository_log=loaded["repository_log"],
+        is_vpn_established=loaded["is_vpn_established"],
+        record_id=loaded["id"],
+        extra=extra,
+        has_failed_hosts="failed_hosts" in data,
+    )
+
+
+def parse_status_event(data: Mapping[str, Any]) -> StatusEvent:
+    loaded = _load(_StatusEventSchema(), data)
+    extra = {k: v for k, v in data.items() if k not in _EVENT_FIELDS}
+    return StatusEvent(
+        event_id=loaded["id"],
+        execution_id=loaded["execution_id"],
+        job_id=loaded["job_id"],
+        account_alias=loaded["account_alias"],
+        event_type=loaded["event_type"].strip().lower(),
+        timestamp_ms=loaded["timestamp"],
+        message=loaded["message"],
+        extra=extra,
+    )

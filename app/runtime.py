@@ -1,0 +1,76 @@
+"""What one respawn process runs on: its settings, database, policy and background wake-up.
+
+Built once per process by `create_app` (web) or the CLI, and handed to the dispatcher and
+reconciler threads; nothing here knows about Flask. `app.extensions` attaches it to the Flask
+app and gives typed access to it in requests.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import metrics
+from app.config import Settings
+from app.core.policy_source import LoadedPolicy, PolicySource
+from app.db import make_engine, make_sessionmaker, transaction
+
+
+class Runtime:
+    """The process's shared parts. Thread-safe: requests and background threads share it."""
+
+    def __init__(self, settings: Settings, engine: Engine, policy: PolicySource) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
+        self.policy = policy
+        self._lock = threading.Lock()
+        self._wake: Callable[[], None] | None = None
+        self._stop: Callable[[], None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        """Open the database engine and load the policy file (PolicyError if it is invalid)."""
+        policy = PolicySource(settings.policy_file, check_interval=settings.policy_check_interval)
+        return cls(settings, make_engine(settings.database_url), policy)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work for background jobs and commands, committed on success."""
+        with transaction(self.sessions) as session:
+            yield session
+
+    def current_policy(self) -> LoadedPolicy:
+        """The policy in force (the file is looked at again every few seconds)."""
+        loaded = self.policy.current()
+        metrics.POLICY_STALE.set(1 if self.policy.is_stale else 0)
+        return loaded
+
+    # --- the background (dispatcher, reconciler) -------------------------------------------
+
+    def attach_background(self, wake: Callable[[], None], stop: Callable[[], None]) -> None:
+        """Called by the background once its threads run in this process."""
+        with self._lock:
+            self._wake, self._stop = wake, stop
+
+    @property
+    def has_background(self) -> bool:
+        return self._wake is not None
+
+    def wake_background(self) -> None:
+        """After a commit that queued work: have this process's dispatcher look now."""
+        wake = self._wake
+        if wake is not None:
+            wake()
+
+    def close(self) -> None:
+        """Stop the background threads, if any, and close the database connections."""
+        with self._lock:
+            stop, self._wake, self._stop = self._stop, None, None
+        if stop is not None:
+            stop()
+        self.engine.dispose()

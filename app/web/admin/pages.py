@@ -1,0 +1,419 @@
+"""What each admin page shows: view models assembled from core queries, no SQL here.
+
+Each page is built with a fixed number of queries (the core's), then the request's read
+transaction ends before the template renders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.core.decisions import decision_input
+from app.core.policy_source import LoadedPolicy, PolicyLoadError
+from app.core.queries import (
+    ExecutionDetail,
+    ExecutionFilters,
+    Page,
+    count_by_status,
+    execution_detail,
+    get_execution,
+    list_events,
+    list_executions,
+    restart_with_execution,
+)
+from app.core.stats import (
+    Backlog,
+    BreakerView,
+    BudgetLine,
+    HourBucket,
+    QuarantinedHost,
+    SuccessRate,
+    active_restarts,
+    breaker_view,
+    budget_lines,
+    chart_start,
+    dispatcher_backlog,
+    failures_decided,
+    hourly_buckets,
+    job_descriptions,
+    list_pauses,
+    pause_of,
+    pauses_for,
+    quarantined_hosts,
+    recent_actions,
+    restarts_sent,
+    success_rate,
+)
+from app.models import (
+    ACTIVE_RESTART_STATES,
+    AuditEntry,
+    Decision,
+    Event,
+    Execution,
+    HostFailure,
+    Pause,
+    Restart,
+)
+from app.policy import Explanation, Policy, Rule, Settings, explain_decision, format_duration
+from app.redact import redact
+from app.runner.documents import FAILED_STATUSES, FINAL_STATUSES
+from app.web.admin.timeline import Timeline, build_timeline
+
+EVENTS_PER_PAGE = 50
+
+
+# --- the executions list --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExecutionRow:
+    execution: Execution
+    job_description: str | None
+    active_restart: str | None
+    """"pending" or "in_flight" when a restart of this execution is under way."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The overview figures shown above the executions list."""
+
+    failures: int
+    restarts: int
+    success: SuccessRate
+    quarantined: list[QuarantinedHost]
+    backlog: Backlog
+    paused_globally: Pause | None
+
+
+@dataclass(frozen=True)
+class ExecutionList:
+    rows: list[ExecutionRow]
+    next_cursor: str | None
+    counts: dict[str, int]
+    summary: Summary
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def execution_list(
+    session: Session,
+    policy: Policy,
+    filters: ExecutionFilters,
+    limit: int,
+    cursor: str | None,
+    now: dt.datetime,
+) -> ExecutionList:
+    page = list_executions(session, filters, limit, cursor)
+    executions: list[Execution] = page.items
+    descriptions = job_descriptions(session, sorted({e.job_id for e in executions if e.job_id}))
+    active = active_restarts(session, [e.id for e in executions])
+    rows = [ExecutionRow(e, descriptions.get(e.job_id), active.get(e.id)) for e in executions]
+    return ExecutionList(
+        rows=rows,
+        next_cursor=page.next_cursor,
+        counts=count_by_status(session, filters),
+        summary=summary(session, policy, now),
+    )
+
+
+def summary(session: Session, policy: Policy, now: dt.datetime) -> Summary:
+    since = chart_start(now)
+    return Summary(
+        failures=failures_decided(session, since),
+        restarts=restarts_sent(session, since),
+        success=success_rate(session, since),
+        quarantined=quarantined_hosts(session, policy.limits.per_host, now),
+        backlog=dispatcher_backlog(session, now),
+        paused_globally=pause_of(session, None),
+    )
+
+
+# --- the overview --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Overview:
+    now: dt.datetime
+    since: dt.datetime
+    buckets: list[HourBucket]
+    summary: Summary
+    budgets: list[BudgetLine]
+    breaker: BreakerView | None
+    pauses: list[Pause]
+    recent_actions: list[AuditEntry]
+
+    @property
+    def empty(self) -> bool:
+        return not any(b.failures or b.restarts for b in self.buckets)
+
+    @property
+    def peak(self) -> int:
+        return max([1, *(max(b.failures, b.restarts) for b in self.buckets)])
+
+
+def overview(session: Session, policy: Policy, now: dt.datetime) -> Overview:
+    return Overview(
+        now=now,
+        since=chart_start(now),
+        buckets=hourly_buckets(session, now),
+        summary=summary(session, policy, now),
+        budgets=budget_lines(session, policy, now),
+        breaker=breaker_view(session, policy, now),
+        pauses=list_pauses(session),
+        recent_actions=recent_actions(session),
+    )
+
+
+# --- one execution -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostChoice:
+    host: str
+    failure_class: str | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class RestartOption:
+    """Whether the restart action applies, what it offers, or why not."""
+
+    allowed: bool
+    blocker: str | None
+    hosts: list[HostChoice]
+
+
+@dataclass(frozen=True)
+class EventView:
+    event: Event
+    payload: Any
+
+
+@dataclass(frozen=True)
+class DetailPage:
+    detail: ExecutionDetail
+    timeline: Timeline
+    events: list[EventView]
+    events_next: str | None
+    events_cursor: str | None
+    restart: RestartOption
+    job_pause: Pause | None
+    global_pause: Pause | None
+    decisions_by_id: dict[int, Decision] = field(default_factory=dict)
+
+    @property
+    def execution(self) -> Execution:
+        return self.detail.execution
+
+    @property
+    def current_failures(self) -> list[HostFailure]:
+        run = self.detail.execution.run_index
+        return [f for f in self.detail.failures if f.run_index == run]
+
+    @property
+    def earlier_failures(self) -> list[HostFailure]:
+        run = self.detail.execution.run_index
+        return [f for f in self.detail.failures if f.run_index != run]
+
+    @property
+    def pending_restarts(self) -> list[Restart]:
+        return [r for r in self.detail.restarts if r.state in ACTIVE_RESTART_STATES]
+
+    @property
+    def is_live(self) -> bool:
+        """Still changing: the execution runs, or a restart of it is under way."""
+        return self.execution.status not in FINAL_STATUSES or bool(self.pending_restarts)
+
+
+EVENTS_PER_PAGE = 50
+
+
+def restart_option(detail: ExecutionDetail) -> RestartOption:
+    execution = detail.execution
+    current = {f.host: f for f in detail.failures if f.run_index == execution.run_index}
+    hosts = [
+        HostChoice(
+            h,
+            current[h].failure_class if h in current else None,
+            current[h].message if h in current else None,
+        )
+        for h in execution.failed_hosts
+    ]
+    if execution.status not in FAILED_STATUSES:
+        why = f"The execution is {execution.status}; only a failed execution can be restarted."
+        return RestartOption(False, why, hosts)
+    if any(r.state in ACTIVE_RESTART_STATES for r in detail.restarts):
+        why = "A restart of this execution is already pending; cancel it to restart differently."
+        return RestartOption(False, why, hosts)
+    return RestartOption(True, None, hosts)
+
+
+def detail_page(
+    session: Session, execution_id: str, events_cursor: str | None, now: dt.datetime
+) -> DetailPage:
+    detail = execution_detail(session, execution_id)
+    events: Page = list_events(session, detail.execution, EVENTS_PER_PAGE, events_cursor)
+    pause_rows = pauses_for(session, detail.execution.job_id)
+    return DetailPage(
+        detail=detail,
+        timeline=build_timeline(detail.runs, detail.restarts, detail.execution.run_index, now),
+        events=[EventView(e, redact(e.payload)) for e in events.items],
+        events_next=events.next_cursor,
+        events_cursor=events_cursor,
+        restart=restart_option(detail),
+        job_pause=pause_rows.get(detail.execution.job_id) if detail.execution.job_id else None,
+        global_pause=pause_rows.get(""),
+        decisions_by_id={d.id: d for d in detail.decisions},
+    )
+
+
+def restart_target(session: Session, execution_id: str) -> tuple[Execution, RestartOption]:
+    """What the restart confirmation page needs."""
+    detail = execution_detail(session, execution_id)
+    return detail.execution, restart_option(detail)
+
+
+@dataclass(frozen=True)
+class CancelTarget:
+    restart: Restart
+    execution: Execution
+
+
+def cancel_target(session: Session, restart_id: int) -> CancelTarget:
+    return CancelTarget(*restart_with_execution(session, restart_id))
+
+
+# --- the policy ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleSummary:
+    name: str
+    description: str | None
+    line: int
+    conditions: list[str]
+    effect: list[str]
+    action: str
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    execution: Execution
+    explanation: Explanation
+
+
+@dataclass(frozen=True)
+class PolicyPage:
+    loaded: LoadedPolicy
+    last_error: PolicyLoadError | None
+    defaults: list[str]
+    rules: list[RuleSummary]
+    budgets: list[BudgetLine]
+    per_host: str | None
+    count_manual: bool
+    breaker: BreakerView | None
+    quarantined: list[QuarantinedHost]
+    pauses: list[Pause]
+    explained: ExplainResult | None
+
+    @property
+    def policy(self) -> Policy:
+        return self.loaded.policy
+
+
+def _backoff_text(settings: Settings) -> str:
+    b = settings.backoff
+    text = f"{format_duration(b.initial)}, factor {b.factor:g}, at most {format_duration(b.max)}"
+    return text + (f", ±{b.jitter:.0%} jitter" if b.jitter else "")
+
+
+def settings_lines(settings: Settings, base: Settings | None = None) -> list[str]:
+    """The settings as short phrases; with `base`, only those that differ from it."""
+    lines = []
+    if base is None or settings.action != base.action:
+        lines.append(f"action: {settings.action}")
+    if base is None or settings.hosts != base.hosts:
+        lines.append(f"hosts: {settings.hosts}")
+    if base is None or settings.max_restarts != base.max_restarts:
+        lines.append(f"max_restarts: {settings.max_restarts}")
+    if base is None or settings.backoff != base.backoff:
+        lines.append(f"backoff: {_backoff_text(settings)}")
+    if base is None or settings.deadline != base.deadline:
+        deadline = format_duration(settings.deadline) if settings.deadline else "none"
+        lines.append(f"deadline: {deadline}")
+    if base is None or settings.require_unchanged != base.require_unchanged:
+        lines.append(f"require_unchanged: {'yes' if settings.require_unchanged else 'no'}")
+    return lines
+
+
+def _patterns(values: Iterable[Any]) -> str:
+    return " or ".join(str(getattr(v, "pattern", v)) for v in values)
+
+
+def rule_summary(rule: Rule, defaults: Settings) -> RuleSummary:
+    when = rule.when
+    conditions = [
+        f"{name}: {_patterns(values)}"
+        for name, values in (
+            ("account", when.account),
+            ("job", when.job),
+            ("status", when.status),
+            ("host", when.host),
+            ("failure", when.failure),
+            ("message", when.message),
+        )
+        if values
+    ] or ["every failure"]
+    # The action is shown as a badge; the rest is what the rule changes from the defaults.
+    changed = [
+        line for line in settings_lines(rule.settings, defaults) if not line.startswith("action:")
+    ]
+    effect = changed or (
+        ["everything else as the defaults"] if rule.settings.action == "restart" else []
+    )
+    return RuleSummary(
+        rule.name, rule.description, rule.line, conditions, effect, rule.settings.action
+    )
+
+
+def explain(session: Session, policy: Policy, execution_id: str, now: dt.datetime) -> ExplainResult:
+    """What the policy in force would decide for this execution now (NotFound if unknown)."""
+    execution = get_execution(session, execution_id)
+    inp = decision_input(session, policy, execution, now)
+    return ExplainResult(execution, explain_decision(policy, inp))
+
+
+def policy_page(
+    session: Session,
+    loaded: LoadedPolicy,
+    last_error: PolicyLoadError | None,
+    now: dt.datetime,
+    explained: ExplainResult | None = None,
+) -> PolicyPage:
+    policy = loaded.policy
+    per_host = policy.limits.per_host
+    return PolicyPage(
+        loaded=loaded,
+        last_error=last_error,
+        defaults=settings_lines(policy.defaults),
+        rules=[rule_summary(r, policy.defaults) for r in policy.rules],
+        budgets=budget_lines(session, policy, now),
+        per_host=(
+            f"{per_host.failures} failures within {format_duration(per_host.window)} "
+            f"→ left out for {format_duration(per_host.quarantine)}"
+            if per_host
+            else None
+        ),
+        count_manual=policy.limits.count_manual,
+        breaker=breaker_view(session, policy, now),
+        quarantined=quarantined_hosts(session, per_host, now),
+        pauses=list_pauses(session),
+        explained=explained,
+    )

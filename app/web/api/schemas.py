@@ -1,0 +1,150 @@
+"""The JSON API's query arguments and answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
+
+from app.runner.documents import STATUSES
+
+
+class ExecutionListArgs(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    status = fields.List(fields.String(validate=validate.OneOf(STATUSES)), load_default=list)
+    account = fields.String(validate=validate.Length(min=1, max=128), load_default=None)
+    job = fields.String(validate=validate.Length(min=1, max=128), load_default=None)
+    host = fields.String(validate=validate.Length(min=1, max=255), load_default=None)
+    limit = fields.Integer(validate=validate.Range(min=1, max=500), load_default=50)
+    cursor = fields.String(validate=validate.Length(max=512), load_default=None)
+
+    @pre_load
+    def _split_status(self, data: Any, **_kwargs: Any) -> Any:
+        statuses: list[str] = []
+        for value in data.getlist("status") if hasattr(data, "getlist") else []:
+            statuses.extend(part.strip().upper() for part in value.split(",") if part.strip())
+        flat = {key: data.get(key) for key in data if key != "status"}
+        if statuses:
+            flat["status"] = statuses
+        return flat
+
+
+class PageArgs(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(validate=validate.Range(min=1, max=500), load_default=100)
+    cursor = fields.String(validate=validate.Length(max=512), load_default=None)
+
+
+class HostRef(fields.Field[str]):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, str) or not value.strip() or len(value) > 255:
+            raise ValidationError("Not a host id.")
+        return value.strip()
+
+
+class ManualRestartArgs(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    hosts = fields.List(HostRef(), load_default=None, allow_none=True)
+    all_failed = fields.Boolean(load_default=True)
+    reason = fields.String(validate=validate.Length(max=255), load_default=None)
+
+
+class RunSchema(Schema):
+    run = fields.Integer(attribute="run_index")
+    status = fields.String()
+    start = fields.Integer(attribute="start_ms", allow_none=True)
+    end = fields.Integer(attribute="end_ms", allow_none=True)
+    started_at = fields.AwareDateTime(allow_none=True)
+    ended_at = fields.AwareDateTime(allow_none=True)
+    start_derived = fields.Boolean()
+    end_derived = fields.Boolean()
+
+
+class ExecutionSummarySchema(Schema):
+    execution_id = fields.String()
+    account_alias = fields.String()
+    job_id = fields.String()
+    status = fields.String()
+    run_count = fields.Integer()
+    current_run = fields.Integer(attribute="run_index")
+    failed_hosts = fields.List(fields.String())
+    restart_count = fields.Integer()
+    is_vpn_established = fields.Boolean(allow_none=True)
+    first_seen_at = fields.AwareDateTime()
+    last_seen_at = fields.AwareDateTime()
+    last_event_at = fields.AwareDateTime(allow_none=True)
+    first_failure_at = fields.AwareDateTime(allow_none=True)
+
+
+class HostFailureSchema(Schema):
+    run = fields.Integer(attribute="run_index")
+    host = fields.String()
+    failure_class = fields.String()
+    message = fields.String(allow_none=True)
+    stderr_tail = fields.String(allow_none=True)
+    rc = fields.Integer(allow_none=True)
+    changed = fields.Integer(allow_none=True)
+    occurred_at = fields.AwareDateTime()
+
+
+class DecisionSchema(Schema):
+    id = fields.Integer()
+    run = fields.Integer(attribute="run_index")
+    origin = fields.String()
+    action = fields.String()
+    hosts = fields.List(fields.String())
+    excluded_hosts = fields.List(fields.Dict())
+    due_at = fields.AwareDateTime(allow_none=True)
+    backoff_seconds = fields.Float(allow_none=True)
+    rule = fields.String()
+    reason_code = fields.String()
+    reason = fields.String()
+    policy_version = fields.String()
+    actor = fields.String(allow_none=True)
+    created_at = fields.AwareDateTime()
+
+
+class AttemptSchema(Schema):
+    worker = fields.String()
+    started_at = fields.AwareDateTime()
+    finished_at = fields.AwareDateTime(allow_none=True)
+    status_code = fields.Integer(allow_none=True)
+    outcome = fields.String()
+    detail = fields.String(allow_none=True)
+
+
+class RestartSchema(Schema):
+    id = fields.Integer()
+    decision_id = fields.Integer()
+    run = fields.Integer(attribute="run_index")
+    manual = fields.Boolean()
+    state = fields.String()
+    hosts = fields.List(fields.String())
+    due_at = fields.AwareDateTime()
+    attempts = fields.Integer()
+    outcome = fields.String(allow_none=True)
+    outcome_detail = fields.String(allow_none=True)
+    result = fields.String(allow_none=True)
+    sent_at = fields.AwareDateTime(allow_none=True)
+    completed_at = fields.AwareDateTime(allow_none=True)
+    cancelled_by = fields.String(allow_none=True)
+
+
+class EventSchema(Schema):
+    id = fields.Integer()
+    run = fields.Integer(attribute="run_index")
+    kind = fields.String()
+    event_type = fields.String(allow_none=True)
+    event_id = fields.String(allow_none=True)
+    host = fields.String(allow_none=True)
+    status = fields.String(allow_none=True)
+    timestamp = fields.Integer(attribute="event_ms", allow_none=True)
+    event_at = fields.AwareDateTime(allow_none=True)
+    received_at = fields.AwareDateTime()
+    payload = fields.Raw()

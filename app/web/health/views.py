@@ -1,0 +1,66 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app import migrate
+from app.extensions import get_engine, policy_source
+
+bp = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+def _policy_status() -> dict[str, Any]:
+    source = policy_source()
+    loaded = source.current()
+    body: dict[str, Any] = {
+        "state": "stale" if source.is_stale else "ok",
+        "version": loaded.version,
+        "source": loaded.source,
+        "loaded_at": loaded.loaded_at.isoformat(),
+    }
+    if source.is_stale and source.last_error is not None:
+        body["rejected"] = list(source.last_error.messages)
+    return body
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    checks: dict[str, Any] = {}
+    ready = True
+    try:
+        engine = get_engine()
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        current = migrate.current_revision(engine)
+        head = migrate.head_revision()
+        checks["database"] = "ok"
+        checks["migrations"] = {"current": current, "head": head}
+        if current != head:
+            ready = False
+            checks["migrations"]["state"] = "not at head: run `respawn db upgrade`"
+    except SQLAlchemyError:
+        log.warning("readiness: database unreachable", exc_info=True)
+        checks["database"] = "unreachable"
+        ready = False
+    checks["policy"] = _policy_status()
+    response = jsonify({"ready": ready, "checks": checks})
+    response.status_code = 200 if ready else 503
+    return response
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
