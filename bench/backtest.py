@@ -1,6 +1,6 @@
 """Backtest memory: peak RSS of `respawn policy backtest` over N and 10N stored decisions.
 
-The claim (app/backtest.py) is flat memory: decisions are read in keyset batches and only
+The claim (app/core/backtest.py) is flat memory: decisions are read in keyset batches and only
 bounded state is kept. Each run is a fresh process (`python -m app.cli policy backtest`)
 whose peak RSS is its VmHWM (/proc/self/status) read as it exits. Baseline, in the same run:
 the same command over a database with no decisions (the interpreter, the app, the driver).
@@ -76,8 +76,8 @@ def _backtest(url: str, decisions: int) -> Run:
 def _available() -> str:
     if not Path("/proc/self/status").is_file():
         return "peak RSS is read from /proc (Linux only)"
-    if not (PROJECT / "app" / "backtest.py").is_file():
-        return "app/backtest.py does not exist yet"
+    if not (PROJECT / "app" / "core" / "backtest.py").is_file():
+        return "app/core/backtest.py does not exist yet"
     probe = subprocess.run(
         [sys.executable, "-m", "app.cli", "policy", "backtest", "--help"],
         cwd=PROJECT,

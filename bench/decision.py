@@ -202,5 +202,5 @@ def run(ctx: Context) -> None:
         "simple: built-in defaults, 1 host. typical: policy.yaml, 2 hosts, short histories.\n"
         f"worst case: policy.yaml, 20 hosts x {MESSAGE_SCAN_LIMIT}-char messages, "
         f"{MAX_HOST_HISTORY} past failures per host, {MAX_OUTCOMES} breaker outcomes (the caps of\n"
-        "app/decisions.py).",
+        "app/core/stats.py).",
     )

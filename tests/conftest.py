@@ -28,8 +28,7 @@ from app.extensions import get_runtime
 
 CALLBACK_TOKEN = "test-callback-token-0123456789"
 API_TOKEN = "test-api-token-0123456789"
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-LOCAL_FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 PG_ADMIN_URL = os.environ.get("RESPAWN_TEST_POSTGRES_URL", "")
 REQUIRE_PG = os.environ.get("RESPAWN_REQUIRE_POSTGRES") == "1"
@@ -60,11 +59,11 @@ def _block_network() -> Iterator[None]:
 
 
 def fixture_path(name: str) -> Path:
-    """A published example from shared/fixtures (or the copy under tests/fixtures)."""
-    for folder in (FIXTURES, LOCAL_FIXTURES):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(name)
+    """A published Runner example shipped under tests/fixtures (see its README)."""
+    path = FIXTURES / name
+    if not path.is_file():
+        raise FileNotFoundError(name)
+    return path
 
 
 # --- databases ------------------------------------------------------------------------------

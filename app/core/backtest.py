@@ -250,7 +250,7 @@ class _Simulation:
         limits = self.policy.limits
 
         def used(times: deque[dt.datetime] | None, window: dt.timedelta) -> int:
-            # As app.decisions counts them: restarts created at or after now - window.
+            # As app.core.stats counts them: restarts created at or after now - window.
             return _prune(times, now - window) if times is not None else 0
 
         return BudgetUsage(

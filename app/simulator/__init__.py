@@ -5,7 +5,8 @@ from app.simulator.config import Faults, SimulatorConfig, SimUser
 from app.simulator.control import SimulatorControl
 from app.simulator.engine import Engine, RunContext, RunHandle, ScriptedEngine
 from app.simulator.scripts import HostScript, parse_script
-from app.simulator.state import Simulator, fleet_job
+from app.simulator.shapes import fleet_job
+from app.simulator.state import Simulator
 
 __all__ = [
     "Engine",

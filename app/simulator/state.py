@@ -9,191 +9,40 @@ the clock thread at `speed` ticks per second, or by `advance()` when the clock i
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import logging
 import random
 import secrets
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from app.simulator.callbacks import CallbackSender, parse_callbacks
 from app.simulator.config import Faults, SettingsError, SimulatorConfig, SimUser
 from app.simulator.engine import Engine, RunContext, RunHandle, RunOutcome, ScriptedEngine
 from app.simulator.faults import FaultInjector
-from app.simulator.scripts import OK, HostScript, ScriptError, parse_script
+from app.simulator.records import CallStats, SimExecution, SimJob
+from app.simulator.scripts import OK, HostScript, parse_script
+from app.simulator.shapes import (
+    FAILED,
+    FINAL,
+    LOGIN_ERROR,
+    MAX_PAGE_SIZE,
+    STOPPABLE,
+    SimError,
+    fleet_job,
+    invalid,
+    now_ms,
+    page_of,
+    repository_log,
+    run_hosts,
+    validate_job,
+)
 from app.simulator.tokens import TokenClaims, TokenIssuer
 
 log = logging.getLogger(__name__)
-
-LOGIN_ERROR = "We didn't recognize the username or password you entered. Please try again."
-INVALID_REQUEST = "The request is invalid."
-FAILED = frozenset({"FAILURE", "INIT_FAILURE"})
-FINAL = frozenset({"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED"})
-STOPPABLE = frozenset({"PENDING", "INITIALIZING", "RUNNING", "STOPPING"})
-LEVELS = ("DEBUG", "ERROR", "RESULT")
-MAX_PAGE_SIZE = 100
-MAX_HOSTS = 1000
-CALL_LOG_LIMIT = 10_000
-
-
-class SimError(Exception):
-    """An error answer of the simulated Runner: a status, a message, maybe a modelState."""
-
-    def __init__(
-        self, status: int, message: str, model_state: Mapping[str, list[str]] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.model_state = dict(model_state or {})
-
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"message": self.message}
-        if self.model_state:
-            body["modelState"] = self.model_state
-        return body
-
-
-def invalid(model_state: Mapping[str, list[str]]) -> SimError:
-    return SimError(400, INVALID_REQUEST, model_state)
-
-
-def now_ms(clock: Callable[[], float]) -> int:
-    return int(clock() * 1000)
-
-
-@dataclass
-class SimJob:
-    id: str
-    account: str
-    definition: dict[str, Any]
-    created_ms: int
-    updated_ms: int
-
-    @property
-    def host_ids(self) -> tuple[str, ...]:
-        return tuple(h["id"] for h in self.definition.get("hosts") or ())
-
-    def answer(self) -> dict[str, Any]:
-        base = f"/jobs/{self.account}/{self.id}"
-        return {
-            **self.definition,
-            "id": self.id,
-            "accountAlias": self.account,
-            "status": "ACTIVE",
-            "createdTime": self.created_ms,
-            "lastUpdatedTime": self.updated_ms,
-            "links": [
-                {"rel": "self", "href": base},
-                {"rel": "executions", "href": f"{base}/executions"},
-                {"rel": "start", "href": f"{base}/start"},
-            ],
-        }
-
-
-@dataclass
-class SimExecution:
-    id: str
-    record_id: str
-    job_id: str
-    account: str
-    created_seq: int
-    queued_seq: int
-    definition: dict[str, Any]  # the job as it was when this run was queued
-    original_hosts: tuple[str, ...]
-    next_hosts: tuple[str, ...]
-    status: str = "PENDING"
-    timers: list[dict[str, int | None]] = field(default_factory=list)
-    failed_hosts: list[str] = field(default_factory=list)
-    attempts: dict[str, int] = field(default_factory=dict)
-    run_number: int = 0
-    handle: RunHandle | None = None
-    events: list[dict[str, Any]] = field(default_factory=list)
-    repository_log: Any = None
-    restarts: int = 0
-
-    def document(self, shape: str = "timers") -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "execution_id": self.id,
-            "job_id": self.job_id,
-            "account_alias": self.account,
-            "status": self.status,
-            "timers": [dict(t) for t in self.timers],
-            "failed_hosts": list(self.failed_hosts),
-            "repository_log": self.repository_log,
-            "is_vpn_established": False,
-        }
-        if shape == "legacy":
-            last = self.timers[-1] if self.timers else {"start": None, "end": None}
-            del doc["timers"]
-            doc = {"start": last["start"], "end": last["end"], **doc, "id": self.record_id}
-        return doc
-
-
-class CallStats:
-    """What respawn did to the simulator: restart calls per execution, requests per route."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.clear()
-
-    def clear(self) -> None:
-        with self._lock:
-            self._requests: Counter[str] = Counter()
-            self._restarts: dict[str, dict[str, int]] = {}
-            self._log: deque[dict[str, Any]] = deque(maxlen=CALL_LOG_LIMIT)
-            self._received = 0
-            self._applied = 0
-
-    def request(self, endpoint: str) -> None:
-        with self._lock:
-            self._requests[endpoint] += 1
-
-    def restart_received(self, execution_id: str, at_ms: int) -> dict[str, Any]:
-        with self._lock:
-            self._received += 1
-            counts = self._restarts.setdefault(execution_id, {"received": 0, "applied": 0})
-            counts["received"] += 1
-            entry: dict[str, Any] = {
-                "number": self._received,
-                "execution_id": execution_id,
-                "at": at_ms,
-                "status": None,
-                "applied": False,
-            }
-            self._log.append(entry)
-            return entry
-
-    def note(self, entry: dict[str, Any], **values: Any) -> None:
-        with self._lock:
-            if values.get("applied") and not entry.get("applied"):
-                self._applied += 1
-                counts = self._restarts.setdefault(
-                    entry["execution_id"], {"received": 0, "applied": 0}
-                )
-                counts["applied"] += 1
-            entry.update(values)
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "restart": {
-                    "received": self._received,
-                    "applied": self._applied,
-                    "by_execution": {k: dict(v) for k, v in self._restarts.items()},
-                    "log": [dict(e) for e in self._log],
-                },
-                "requests": dict(self._requests),
-            }
-
-    def restarts_of(self, execution_id: str) -> dict[str, int]:
-        with self._lock:
-            return dict(self._restarts.get(execution_id, {"received": 0, "applied": 0}))
 
 
 class Simulator:
@@ -420,7 +269,7 @@ class Simulator:
         with self._lock:
             jobs = [j for j in self._jobs.values() if j.account == account.upper()]
             jobs.sort(key=lambda j: (j.created_ms, j.id), reverse=True)
-            return _page([j.answer() for j in jobs], page, size)
+            return page_of([j.answer() for j in jobs], page, size)
 
     # -- executions ----------------------------------------------------------------------
 
@@ -475,7 +324,7 @@ class Simulator:
             ]
             found.sort(key=lambda ex: ex.created_seq, reverse=True)
             shape = self.config.execution_shape
-            return _page([ex.document(shape) for ex in found], page, size)
+            return page_of([ex.document(shape) for ex in found], page, size)
 
     def restart(self, account: str, job_id: str, execution_id: str, body: Any) -> dict[str, Any]:
         """Queue a failed execution again; only the given hosts, or its original ones."""
@@ -513,7 +362,7 @@ class Simulator:
             events = list(self._execution(account, job_id, execution_id).events)
         if page is None and size is None:
             return events
-        return _page(events, page or 0, size or MAX_PAGE_SIZE)
+        return page_of(events, page or 0, size or MAX_PAGE_SIZE)
 
     # -- the clock -----------------------------------------------------------------------
 
@@ -714,156 +563,3 @@ class Simulator:
                 }
             )
         return {"account": account, "jobs": created}
-
-
-def fleet_job(description: str, hosts: Any, callbacks: Any = ()) -> dict[str, Any]:
-    """A job definition whose hosts carry scripts: `hosts` maps host id → script
-    (or is a list of host ids, all `ok`); `callbacks` is a list of URLs or `{url, level}`."""
-    if isinstance(hosts, Mapping):
-        entries = [{"id": str(h), "hostVars": {"sim_script": s}} for h, s in hosts.items()]
-    elif isinstance(hosts, list):
-        entries = [{"id": str(h), "hostVars": {}} for h in hosts]
-    else:
-        raise invalid({"hosts": ["a map of host id to script, or a list of host ids"]})
-    return {
-        "description": description,
-        "repository": {
-            "url": "https://example.invalid/simulated/playbooks.git",
-            "branch": "main",
-            "defaultPlaybook": "site.yml",
-        },
-        "hosts": entries,
-        "callbacks": [
-            c if isinstance(c, Mapping) else {"url": c, "level": "DEBUG"} for c in (callbacks or [])
-        ],
-    }
-
-
-def repository_log(definition: Mapping[str, Any], clock: Callable[[], float]) -> Any:
-    repository = definition.get("repository")
-    if not isinstance(repository, Mapping) or not repository.get("url"):
-        return None
-    commit = hashlib.sha1(str(repository.get("url")).encode(), usedforsecurity=False).hexdigest()
-    return {
-        "recent_commit": [
-            {
-                "commit": commit,
-                "author": "Simulated Author",
-                "author_email": "author@example.invalid",
-                "date": time.strftime("%a %b %d %H:%M:%S %Y +0000", time.gmtime(clock())),
-                "message": "Simulated commit",
-            }
-        ],
-        "tags": [],
-    }
-
-
-def _page(items: list[dict[str, Any]], page: int, size: int) -> dict[str, Any]:
-    return {
-        "totalSize": len(items),
-        "page": page,
-        "size": size,
-        "results": items[page * size : (page + 1) * size],
-    }
-
-
-def validate_job(body: Any) -> dict[str, Any]:
-    """The job definition to keep: checked, and without any private key."""
-    if not isinstance(body, Mapping):
-        raise invalid({"job": ["The job definition must be a JSON object."]})
-    errors: dict[str, list[str]] = {}
-    definition = {k: v for k, v in body.items() if k not in ("sshPrivateKey", "id")}
-    if "description" in body and not isinstance(body["description"], str | None):
-        errors["description"] = ["The description must be a string."]
-    if "executionTtl" in body and (
-        isinstance(body["executionTtl"], bool)
-        or not isinstance(body["executionTtl"], int)
-        or body["executionTtl"] < 1
-    ):
-        errors["executionTtl"] = ["executionTtl must be a whole number of minutes >= 1."]
-    hosts = body.get("hosts") or []
-    kept_hosts = []
-    if not isinstance(hosts, list) or len(hosts) > MAX_HOSTS:
-        errors["hosts"] = ["hosts must be a list."]
-        hosts = []
-    seen: set[str] = set()
-    for index, host in enumerate(hosts):
-        where = f"hosts[{index}]"
-        if not isinstance(host, Mapping):
-            errors[where] = ["A host must be an object."]
-            continue
-        host_id = host.get("id")
-        if not isinstance(host_id, str) or not host_id.strip():
-            errors[f"{where}.id"] = ["The id field is required."]
-            continue
-        if host_id in seen:
-            errors[f"{where}.id"] = [f"Host {host_id} is listed twice."]
-        seen.add(host_id)
-        host_vars = host.get("hostVars") or {}
-        if not isinstance(host_vars, Mapping):
-            errors[f"{where}.hostVars"] = ["hostVars must be an object."]
-            host_vars = {}
-        elif "sim_script" in host_vars:
-            try:
-                parse_script(host_vars["sim_script"])
-            except ScriptError as exc:
-                errors[f"{where}.hostVars.sim_script"] = [str(exc)]
-        kept_hosts.append(
-            {**{k: v for k, v in host.items() if k != "sshPrivateKey"}, "hostVars": dict(host_vars)}
-        )
-    definition["hosts"] = kept_hosts
-    callbacks = body.get("callbacks") or []
-    if not isinstance(callbacks, list):
-        errors["callbacks"] = ["callbacks must be a list."]
-        callbacks = []
-    for index, callback in enumerate(callbacks):
-        url = (
-            callback
-            if isinstance(callback, str)
-            else (callback.get("url") if isinstance(callback, Mapping) else None)
-        )
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            errors[f"callbacks[{index}].url"] = ["The url must be an http(s) URL."]
-        if isinstance(callback, Mapping):
-            level = str(callback.get("level") or "DEBUG").upper()
-            if level not in LEVELS:
-                errors[f"callbacks[{index}].level"] = [f"level must be one of {', '.join(LEVELS)}."]
-    if errors:
-        raise invalid(errors)
-    return definition
-
-
-def run_hosts(body: Any, job_hosts: tuple[str, ...]) -> tuple[str, ...]:
-    """The host ids of a start or restart body (`()` for none); keys are checked, not kept."""
-    if body is None:
-        return ()
-    if not isinstance(body, Mapping):
-        raise invalid({"body": ["The body must be a JSON object."]})
-    errors: dict[str, list[str]] = {}
-    if "sshPrivateKey" in body and not isinstance(body["sshPrivateKey"], str | None):
-        errors["sshPrivateKey"] = ["sshPrivateKey must be a base64 string."]
-    hosts = body.get("hosts")
-    if hosts is None:
-        hosts = []
-    if not isinstance(hosts, list):
-        errors["hosts"] = ["hosts must be a list."]
-        hosts = []
-    found: list[str] = []
-    for index, host in enumerate(hosts):
-        if not isinstance(host, Mapping):
-            errors[f"hosts[{index}]"] = ["A host must be an object."]
-            continue
-        host_id = host.get("id")
-        if not isinstance(host_id, str) or not host_id.strip():
-            errors[f"hosts[{index}].id"] = ["The id field is required."]
-            continue
-        if "sshPrivateKey" in host and not isinstance(host["sshPrivateKey"], str | None):
-            errors[f"hosts[{index}].sshPrivateKey"] = ["sshPrivateKey must be a base64 string."]
-        if host_id not in found:
-            found.append(host_id)
-    if errors:
-        raise invalid(errors)
-    unknown = [h for h in found if h not in job_hosts]
-    if unknown:
-        raise SimError(400, f"Host(s) not defined in the job: {', '.join(unknown)}.")
-    return tuple(found)

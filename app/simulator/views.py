@@ -12,7 +12,8 @@ from werkzeug.exceptions import HTTPException
 
 from app.simulator.config import SettingsError
 from app.simulator.scripts import ScriptError
-from app.simulator.state import MAX_PAGE_SIZE, SimError, Simulator, invalid
+from app.simulator.shapes import MAX_PAGE_SIZE, SimError, invalid
+from app.simulator.state import Simulator
 
 EXTENSION = "runner_simulator"
 RESTART_ENDPOINT = "runner_api.restart"

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from app.cli.policy import check_command
 from app.policy import parse_policy
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str]:

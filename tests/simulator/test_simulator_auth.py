@@ -13,7 +13,7 @@ import requests
 from app.runner import RunnerAuthError, RunnerClient, RunnerNotFound
 from app.simulator import SimulatorControl, SimulatorServer
 from tests.conftest import fixture_path
-from tests.functional.simulator.conftest import (
+from tests.simulator.conftest import (
     ACCOUNT,
     OTHER_ACCOUNT,
     OTHER_PASSWORD,

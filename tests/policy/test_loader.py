@@ -26,7 +26,7 @@ from app.policy import (
 
 from .helpers import policy
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def problems_of(text: str, source: str = "policy.yaml") -> list[tuple[int, str]]:

@@ -10,7 +10,7 @@ import requests
 from app.runner import RestartHost, RunnerClient
 from app.runner.documents import parse_status_event
 from app.simulator import SimulatorControl, SimulatorServer
-from tests.functional.simulator.conftest import (
+from tests.simulator.conftest import (
     ACCOUNT,
     Receiver,
     create_job,

@@ -206,7 +206,6 @@ def test_paused_job_is_skipped_with_reason(
     app: Flask, client: FlaskClient, api_headers: dict[str, str]
 ) -> None:
     from app.core.operator import pause_automatic
-
     from app.db import utcnow
 
     with transaction(app) as session:

@@ -18,9 +18,9 @@ from app.runner import RunnerClient
 from app.simulator import HostScript, SimulatorControl, SimulatorServer, parse_script
 from app.simulator.commands import simulator_command
 from app.simulator.scripts import ScriptError
-from tests.functional.simulator.conftest import ACCOUNT, create_job
+from tests.simulator.conftest import ACCOUNT, create_job
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from app.policy.loader import (
     WHEN_KEYS,
 )
 
-DOC = (Path(__file__).resolve().parents[3] / "docs" / "policy.md").read_text(encoding="utf-8")
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text(encoding="utf-8")
 KEYS = sorted(
     {
         *TOP_KEYS,

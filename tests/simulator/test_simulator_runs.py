@@ -11,7 +11,7 @@ import requests
 
 from app.runner import RestartHost, RunnerClient, RunnerNotFound, RunnerRejected
 from app.simulator import SimulatorControl, SimulatorServer
-from tests.functional.simulator.conftest import ACCOUNT, bearer, create_job, make_client
+from tests.simulator.conftest import ACCOUNT, bearer, create_job, make_client
 
 
 def statuses(sim: SimulatorServer, *execution_ids: str) -> list[str]:

@@ -22,7 +22,7 @@ from app.runner import (
 )
 from app.runner.client import RunnerClient as Client
 from app.simulator import SimulatorControl, SimulatorServer, create_simulator_app, simulator_of
-from tests.functional.simulator.conftest import ACCOUNT, PASSWORD, USER, create_job, make_client
+from tests.simulator.conftest import ACCOUNT, PASSWORD, USER, create_job, make_client
 
 SSH_KEY = "LS0tLS1CRUdJTiBPUEVOU1NIIFBSSVZBVEUgS0VZLS0tLS0Kc2ltdWxhdG9yLXRlc3Qta2V5"
 

@@ -27,7 +27,7 @@ from app.runner import (
     jwt_expiry,
 )
 from tests.conftest import fixture_path
-from tests.unit.runner.fakes import API, AUTH, FakeRunner, Seen, fake_session, make_jwt
+from tests.runner.fakes import API, AUTH, FakeRunner, Seen, fake_session, make_jwt
 
 ACCOUNT = "XXXX"
 JOB = "1111505e-6773-494a-b2bf-d2cc2684710d"
