@@ -8,6 +8,7 @@ from typing import Any
 from app.redact import redact_text
 
 _installed = False
+_TRACEBACKS = logging.Formatter()
 
 
 class RedactingFormatter(logging.Formatter):
@@ -26,6 +27,11 @@ def _install_record_factory() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
+        if record.exc_info and record.exc_info[0] is not None:
+            # Formatters reuse `exc_text` when it is set: every handler gets the clean text.
+            record.exc_text = redact_text(_TRACEBACKS.formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
         try:
             message = record.getMessage()
         except (TypeError, ValueError):

@@ -33,6 +33,12 @@ _PEM = re.compile(
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 # The callback URL carries respawn's secret token (access logs, Runner job definitions).
 _CALLBACK_TOKEN = re.compile(r"(/callbacks/)[^/\s?\"']+")
+# `password=...`, `"sshPrivateKey": "..."` and the like inside free text (exception messages,
+# error bodies echoed back): the name stays, the value goes.
+_NAMED_SECRET = re.compile(
+    r"(?i)((?:ssh_?private_?key|private_?key|password|passwd|bearer_?token|access_?token|"
+    r"api_?key|secret|credentials)[\"']?\s*[=:]\s*[\"']?)[^\s\"',;&{}\[\]]+"
+)
 _MAX_DEPTH = 64
 
 
@@ -47,6 +53,7 @@ def redact_text(text: str) -> str:
     """Private keys and bearer tokens out of free text (messages, error bodies, logs)."""
     text = _PEM.sub(REDACTED, text)
     text = _CALLBACK_TOKEN.sub(r"\1" + REDACTED, text)
+    text = _NAMED_SECRET.sub(r"\1" + REDACTED, text)
     return _BEARER.sub(r"\1" + REDACTED, text)
 
 

@@ -38,6 +38,8 @@ def test_secret_fields_at_any_depth() -> None:
     [
         (f"stderr: {KEY} end", "MIIEowIBAAKCAQEAplanted"),
         ("Authorization: Bearer abcdefghijklmnop", "abcdefghijklmnop"),
+        ("failed: sshPrivateKey=LS0tLS1CRUdJTi in body", "LS0tLS1CRUdJTi"),
+        ('{"password": "hunter2-planted", "user": "ops"}', "hunter2-planted"),
         ("POST /callbacks/s3cr3t-t0ken-value HTTP/1.1", "s3cr3t-t0ken-value"),
         ("-----BEGIN OPENSSH PRIVATE KEY-----\ntruncated-without-end", "truncated-without-end"),
     ],

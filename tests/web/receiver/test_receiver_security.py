@@ -93,7 +93,7 @@ def test_unexpected_error_is_a_bare_500(
     app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(*_args: Any, **_kwargs: Any) -> Any:
-        raise RuntimeError("internal detail with sshPrivateKey=abc")
+        raise RuntimeError("internal detail with sshPrivateKey=PLANTED-abc-123")
 
     monkeypatch.setattr("app.web.receiver.views.ingest_and_decide", broken)
     caplog.set_level("ERROR")
@@ -104,6 +104,10 @@ def test_unexpected_error_is_a_bare_500(
     text = response.get_data(as_text=True)
     assert "internal detail" not in text and "Traceback" not in text
     assert response.get_json()["error"] == "internal_error"
+    # The log tells the operator what broke, with the traceback, and never the secret.
+    assert "unhandled error on POST /callbacks/" in caplog.text
+    assert "internal detail with sshPrivateKey=[redacted]" in caplog.text
+    assert "PLANTED-abc-123" not in caplog.text
 
 
 def test_secrets_sent_to_the_receiver_stay_out_of_logs(
