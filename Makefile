@@ -27,11 +27,16 @@ serve: $(STAMP)
 	$(BIN)/respawn serve
 
 # PostgreSQL tests run when the server answers at PG_URL; browser tests when Chromium is
-# installed. .ci/run makes both required. Screenshots land in $(ARTIFACTS)/screenshots.
+# installed. .ci/run makes both required. Screenshots land in $(ARTIFACTS)/screenshots,
+# the branch coverage report (subprocesses included) in $(ARTIFACTS)/coverage; the run fails
+# below the floor in pyproject.toml. Tests run in a random order (pytest-randomly prints the
+# seed; replay an order with `PYTEST_ARGS=--randomly-seed=N`, or keep file order with
+# `PYTEST_ARGS="-p no:randomly"`).
 test: $(STAMP)
 	RESPAWN_TEST_POSTGRES_URL="$${RESPAWN_TEST_POSTGRES_URL-$(PG_URL)}" \
 	RESPAWN_SCREENSHOTS="$(abspath $(ARTIFACTS))/screenshots" \
-	$(BIN)/python -m pytest -p no:cacheprovider -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 \
+		--cov --cov-report=term --cov-report=html:$(ARTIFACTS)/coverage $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

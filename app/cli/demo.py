@@ -16,6 +16,20 @@ from app.demo import DemoOptions, run_demo
 @click.option("--speed", default=1.0, show_default=True, help="simulator ticks per second")
 @click.option("--seed", type=int, default=None, help="make the fleet's failures repeatable")
 @click.option("--every", default=20.0, show_default=True, help="seconds between new executions")
-def demo(port: int, simulator_port: int, speed: float, seed: int | None, every: float) -> None:
+@click.option(
+    "--instance",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="folder of the demo's database (default: the instance folder)",
+)
+def demo(
+    port: int,
+    simulator_port: int,
+    speed: float,
+    seed: int | None,
+    every: float,
+    instance: Path | None,
+) -> None:
     """Simulator + receiver + dispatcher + admin UI on SQLite, with a scripted flaky fleet."""
-    run_demo(DemoOptions(port, simulator_port, speed, seed, every, Path(instance_path())))
+    folder = instance if instance is not None else Path(instance_path())
+    run_demo(DemoOptions(port, simulator_port, speed, seed, every, folder))

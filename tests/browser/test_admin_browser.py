@@ -59,11 +59,18 @@ def test_filter_the_list_and_keep_the_filters_while_it_refreshes(
     statuses = page.locator("table.executions tbody [data-status]").all_inner_texts()
     assert statuses and all(text.endswith("failure") for text in statuses)
     assert live_server.seeded.restarted not in page.content()  # it succeeded in the end
-    with page.expect_request(
-        lambda r: r.headers.get("hx-request") == "true" and "host=web3" in r.url, timeout=5000
+    # The list refreshes itself every second here, with the same filters: wait for a refresh
+    # answer to arrive and be swapped in (htmx fires htmx:afterSwap on the swapped element).
+    page.evaluate(
+        "window.__swaps = 0;"
+        " document.body.addEventListener('htmx:afterSwap', () => { window.__swaps += 1; });"
+    )
+    with page.expect_response(
+        lambda r: r.request.headers.get("hx-request") == "true" and "host=web3" in r.url,
+        timeout=5000,
     ):
-        pass  # the list refreshes itself every second here, with the same filters
-    page.wait_for_timeout(300)
+        pass
+    page.wait_for_function("window.__swaps > 0", timeout=5000)
     assert page.locator("#host").input_value() == "web3"
     assert page.locator("table.executions tbody tr").count() == len(statuses)
     screenshots(page, "03-executions-filtered")
@@ -233,6 +240,19 @@ def test_dark_mode_detail(
 ) -> None:
     page = new_page(as_user="olivia", color_scheme="dark")
     page.goto(live_server.path(f"/admin/executions/{live_server.seeded.restarted}"))
+
+    def luminance(css: str) -> float:
+        red, green, blue = (int(part) for part in css[css.index("(") + 1 : -1].split(",")[:3])
+        return (0.2126 * red + 0.7152 * green + 0.0722 * blue) / 255
+
+    body = page.evaluate(
+        "(() => { const s = getComputedStyle(document.body);"
+        " return [s.backgroundColor, s.color]; })()"
+    )
+    heading = page.evaluate("getComputedStyle(document.querySelector('h1')).color")
+    assert luminance(body[0]) < 0.15, body  # a dark page ...
+    assert luminance(body[1]) > 0.7, body  # ... with light text
+    assert luminance(heading) > 0.7, heading
     screenshots(page, "12-execution-detail-dark")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 from app.core.outbox import ClaimedRestart, send_restart
@@ -57,3 +58,13 @@ def test_does_not_send_when_the_lease_is_nearly_over() -> None:
     result = send_restart(client, claim(10), None, 13.0, clock=lambda: NOW)  # type: ignore[arg-type]
 
     assert (result.state, result.outcome, client.restarts) == ("retry", "lease_expiring", 0)
+
+
+def test_an_unusable_key_map_is_retried_later_and_nothing_is_sent(tmp_path: Path) -> None:
+    client = StubClient()
+    missing = tmp_path / "keys.yaml"
+
+    result = send_restart(client, claim(30), str(missing), 13.0, clock=lambda: NOW)  # type: ignore[arg-type]
+
+    assert (result.state, result.outcome, client.restarts) == ("retry", "key_error", 0)
+    assert "SSH key map" in result.detail and str(missing) in result.detail

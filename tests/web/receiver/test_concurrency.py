@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from typing import Any
+from pathlib import Path
 
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+from app import create_app
+from app.extensions import get_runtime
 from app.models import Event, Execution
-from tests.conftest import CALLBACK_TOKEN
+from tests.conftest import API_TOKEN, CALLBACK_TOKEN
 from tests.feed import failing_run_events
 from tests.helpers import transaction
 
@@ -53,12 +55,20 @@ def test_parallel_duplicate_deliveries_store_each_event_once(app: Flask) -> None
         assert session.scalars(select(Execution.status)).one() == "FAILURE"
 
 
-def test_reads_run_beside_a_writer_on_sqlite(sqlite_url: str, make_app: Any) -> None:
-    from sqlalchemy import text
-
-    from tests.conftest import API_TOKEN
-
-    app = make_app(database_url=sqlite_url)
+def test_reads_run_beside_a_writer_on_sqlite(sqlite_url: str, policy_file: Path) -> None:
+    """SQLite only (PostgreSQL readers never wait for writers): a GET is answered while
+    another transaction holds the database's write lock."""
+    app = create_app(
+        {
+            "database_url": sqlite_url,
+            "callback_tokens": (CALLBACK_TOKEN,),
+            "api_tokens": (API_TOKEN,),
+            "testing": True,
+            "dispatcher": "off",
+            "policy_file": str(policy_file),
+            "log_level": "WARNING",
+        }
+    )
     holding, release = threading.Event(), threading.Event()
 
     def writer() -> None:
@@ -79,5 +89,6 @@ def test_reads_run_beside_a_writer_on_sqlite(sqlite_url: str, make_app: Any) -> 
         release.set()
         thread.join()
 
+    get_runtime(app).close()
     assert response.status_code == 200
     assert answered_while_locked
