@@ -67,4 +67,3 @@ def test_bad_users_are_refused(
 
     assert result.exit_code != 0
     assert message in result.output
-
