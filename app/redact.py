@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 REDACTED = "[redacted]"
@@ -42,6 +43,11 @@ _NAMED_SECRET = re.compile(
 _MAX_DEPTH = 64
 
 
+# Cheap substring tests that must hold before a pattern can match (most text has none).
+_NAMED_HINTS = ("key", "pass", "token", "secret", "credential")
+
+
+@lru_cache(maxsize=4096)
 def _is_secret_key(key: object) -> bool:
     if not isinstance(key, str):
         return False
@@ -51,10 +57,16 @@ def _is_secret_key(key: object) -> bool:
 
 def redact_text(text: str) -> str:
     """Private keys and bearer tokens out of free text (messages, error bodies, logs)."""
-    text = _PEM.sub(REDACTED, text)
-    text = _CALLBACK_TOKEN.sub(r"\1" + REDACTED, text)
-    text = _NAMED_SECRET.sub(r"\1" + REDACTED, text)
-    return _BEARER.sub(r"\1" + REDACTED, text)
+    if "-----BEGIN" in text:
+        text = _PEM.sub(REDACTED, text)
+    if "/callbacks/" in text:
+        text = _CALLBACK_TOKEN.sub(r"\1" + REDACTED, text)
+    lowered = text.lower()
+    if any(hint in lowered for hint in _NAMED_HINTS):
+        text = _NAMED_SECRET.sub(r"\1" + REDACTED, text)
+    if "bearer" in lowered:
+        text = _BEARER.sub(r"\1" + REDACTED, text)
+    return text
 
 
 def redact(value: Any, _depth: int = 0) -> Any:

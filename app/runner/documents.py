@@ -212,8 +212,11 @@ class _StatusEventSchema(Schema):
     notifications = fields.Raw(allow_none=True, load_default=None)
 
 
-_DOCUMENT_FIELDS = frozenset(_ExecutionDocumentSchema().fields)
-_EVENT_FIELDS = frozenset(_StatusEventSchema().fields)
+# One instance each: a schema is reusable and building one is the costly part.
+_DOCUMENT_SCHEMA = _ExecutionDocumentSchema()
+_EVENT_SCHEMA = _StatusEventSchema()
+_DOCUMENT_FIELDS = frozenset(_DOCUMENT_SCHEMA.fields)
+_EVENT_FIELDS = frozenset(_EVENT_SCHEMA.fields)
 
 
 def _load(schema: Schema, data: Any) -> dict[str, Any]:
@@ -232,7 +235,7 @@ def is_status_event(data: Any) -> bool:
 
 
 def parse_execution_document(data: Mapping[str, Any]) -> ExecutionDocument:
-    loaded = _load(_ExecutionDocumentSchema(), data)
+    loaded = _load(_DOCUMENT_SCHEMA, data)
     if loaded["timers"] is not None:
         timers = tuple(Timer(t["start"], t["end"]) for t in loaded["timers"])
     elif loaded["start"] is not None or loaded["end"] is not None:
@@ -256,7 +259,7 @@ def parse_execution_document(data: Mapping[str, Any]) -> ExecutionDocument:
 
 
 def parse_status_event(data: Mapping[str, Any]) -> StatusEvent:
-    loaded = _load(_StatusEventSchema(), data)
+    loaded = _load(_EVENT_SCHEMA, data)
     extra = {k: v for k, v in data.items() if k not in _EVENT_FIELDS}
     return StatusEvent(
         event_id=loaded["id"],
