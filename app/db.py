@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, DateTime, MetaData, Select, create_engine, event
+from sqlalchemy import JSON, DateTime, Insert, MetaData, Select, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -112,6 +113,14 @@ def locked(session: Session, query: SelectT, **options: Any) -> SelectT:
     if session.get_bind().dialect.name == "postgresql":
         return query.with_for_update(**options)
     return query
+
+
+def insert_ignoring_conflicts(session: Session, table: Table) -> Insert:
+    """`INSERT ... ON CONFLICT DO NOTHING` on either database: rows whose unique keys exist
+    are skipped, not errors (with RETURNING, only the inserted rows come back)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -16,6 +16,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -100,14 +102,35 @@ class ExecutionRun(Base):
 
 
 class Event(Base):
-    """One stored delivery: a status event or an execution document (secrets redacted)."""
+    """One stored delivery: a status event or an execution document (secrets redacted).
+
+    Also the inbox: the receiver stores a delivery `pending` (its execution and run not yet
+    known) and answers; the intake applies pending deliveries to their executions, in order
+    of `id` per execution, and clears `pending` in the same transaction (docs/architecture.md).
+    """
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_execution", "execution_pk", "id"),)
+    __table_args__ = (
+        Index("ix_events_execution", "execution_pk", "id"),
+        # The inbox: pending deliveries by execution, oldest first (a small partial index).
+        Index(
+            "ix_events_pending",
+            "execution_id",
+            "id",
+            postgresql_where=text("pending"),
+            sqlite_where=text("pending"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    execution_pk: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
-    run_index: Mapped[int] = mapped_column(Integer)
+    execution_id: Mapped[str] = mapped_column(ID)
+    execution_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), nullable=True
+    )
+    run_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Failed tries at applying a pending delivery (an error in processing, not in storage).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     delivery_key: Mapped[str] = mapped_column(String(64), unique=True)
     # Set when the sender named the delivery (a `webhook-id` header).
     webhook_key: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)

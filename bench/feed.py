@@ -111,12 +111,16 @@ def job_pool(rng: random.Random, jobs: int) -> list[tuple[str, str]]:
 
 
 def feed(
-    executions: int, seed: int, fail_share: float = 0.25, jobs: int = 40
+    executions: int,
+    seed: int,
+    fail_share: float = 0.25,
+    jobs: int = 40,
+    start_ms: int = 1_760_000_000_000,
 ) -> list[list[dict[str, Any]]]:
-    """`executions` runs, each a list of its events in order."""
+    """`executions` runs, each a list of its events in order, a second apart from `start_ms`."""
     rng = random.Random(seed)
     pool = job_pool(rng, jobs)
-    start = 1_760_000_000_000
+    start = start_ms
     return [
         execution_events(rng, start + n * 1000, rng.random() < fail_share, pool)
         for n in range(executions)

@@ -1,0 +1,267 @@
+"""The inbox: deliveries are stored pending as they arrive, then applied to their executions.
+
+`store` is all a callback needs before it is answered: one INSERT of the new deliveries, that
+ignores the ones seen before (their delivery or webhook key exists), so a crash or a retry
+never stores one twice. `process` applies pending deliveries execution by execution, in the
+order they were stored, clears `pending` and decides every run that failed, in one
+transaction: a crash before its commit leaves the deliveries pending, to be applied again.
+
+Executions are locked in id order (PostgreSQL `FOR UPDATE`; SQLite has one writer), so two
+processes may process at once: the second waits for the first and then finds only what is
+still pending.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy.orm import Session
+
+from app.core.decisions import DecideResult, decide_failed_runs
+from app.core.deliveries import Delivery, parse_item
+from app.core.runs import ExecutionState, apply_document, apply_event
+from app.db import insert_ignoring_conflicts, locked
+from app.models import Event, Execution, ExecutionRun
+from app.policy import Policy
+from app.runner.documents import DocumentError, ExecutionDocument, StatusEvent
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+"""Tries at applying a pending delivery before it is left aside (logged, counted)."""
+
+_EVENTS: Table = Event.__table__  # type: ignore[assignment]  # a declarative model's Table
+_EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
+
+
+@dataclass
+class Stored:
+    """What `store` did with each delivery: new (stored) or a duplicate."""
+
+    new: list[bool]
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.new)
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.new) - self.accepted
+
+
+def store(session: Session, deliveries: Sequence[Delivery], now: dt.datetime) -> Stored:
+    """Insert the deliveries not seen before, pending; flush, never commit.
+
+    A delivery is a duplicate when its delivery key or webhook key is stored already, or
+    appears earlier in `deliveries`.
+    """
+    seen: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    first: list[Delivery | None] = []
+    for delivery in deliveries:
+        keys = {delivery.delivery_key, delivery.webhook_key or delivery.delivery_key}
+        if keys & seen:
+            first.append(None)
+            continue
+        seen |= keys
+        rows.append(delivery.row(now))
+        first.append(delivery)
+    inserted: set[str] = set()
+    if rows:
+        statement = insert_ignoring_conflicts(session, _EVENTS).returning(_EVENTS.c.delivery_key)
+        inserted = set(session.scalars(statement, rows))
+    return Stored([d is not None and d.delivery_key in inserted for d in first])
+
+
+@dataclass
+class Processed:
+    """What `process` applied: deliveries, the executions they touched, decisions."""
+
+    applied: int = 0
+    executions: dict[str, Execution] = field(default_factory=dict)
+    decided: DecideResult = field(default_factory=DecideResult)
+    unreadable: int = 0
+
+
+def process(
+    session: Session,
+    execution_ids: Collection[str],
+    now: dt.datetime,
+    policy: Policy | None,
+    *,
+    defer_unknown_jobs: bool,
+    parsed: Mapping[str, ExecutionDocument | StatusEvent] | None = None,
+) -> Processed:
+    """Apply the pending deliveries of these executions in stored order, and decide (unless
+    `policy` is None: documents respawn fetched itself are recorded, not decided).
+
+    `parsed` maps delivery keys to items already parsed (the request that stored them);
+    others are read back from their stored payload. Flushes, never commits.
+    """
+    result = Processed()
+    ids = sorted(set(execution_ids))
+    if not ids:
+        return result
+    rows = session.execute(
+        select(
+            _EVENTS.c.id,
+            _EVENTS.c.execution_id,
+            _EVENTS.c.delivery_key,
+            _EVENTS.c.received_at,
+            _EVENTS.c.payload,
+        )
+        .where(
+            _EVENTS.c.pending.is_(True),
+            _EVENTS.c.execution_id.in_(ids),
+            _EVENTS.c.attempts < MAX_ATTEMPTS,
+        )
+        .order_by(_EVENTS.c.id)
+    ).all()
+    if not rows:
+        return result
+    states = load_states(session, sorted({row.execution_id for row in rows}), now)
+    known = parsed or {}
+    done: list[dict[str, Any]] = []
+    for row in rows:
+        item = known.get(row.delivery_key)
+        if item is None:
+            try:
+                item = parse_item(row.payload)
+            except DocumentError:
+                # Stored after validation, so only a changed parser gets here: keep it aside.
+                log.error("inbox: stored delivery %s can no longer be read", row.id)
+                result.unreadable += 1
+                continue
+        state = states[row.execution_id]
+        run_index = apply_item(session, state, item, row.received_at or now)
+        done.append({"b_id": row.id, "b_pk": state.execution.id, "b_run": run_index})
+        result.applied += 1
+        result.executions[row.execution_id] = state.execution
+    for state in states.values():
+        state.finish()
+    session.flush()
+    if done:
+        session.execute(
+            update(_EVENTS)
+            .where(_EVENTS.c.id == bindparam("b_id"))
+            .values(pending=False, execution_pk=bindparam("b_pk"), run_index=bindparam("b_run")),
+            done,
+            execution_options={"synchronize_session": False},
+        )
+    if policy is not None:
+        result.decided = decide_failed_runs(
+            session,
+            result.executions.values(),
+            now,
+            policy,
+            defer_unknown_jobs=defer_unknown_jobs,
+        )
+    return result
+
+
+def apply_item(
+    session: Session,
+    state: ExecutionState,
+    item: ExecutionDocument | StatusEvent,
+    received_at: dt.datetime,
+) -> int:
+    """Apply one delivery to its execution's state; the run it belongs to."""
+    execution = state.execution
+    if item.account_alias and not execution.account_alias:
+        execution.account_alias = item.account_alias
+    if item.job_id and not execution.job_id:
+        execution.job_id = item.job_id
+    if received_at > execution.last_seen_at:
+        execution.last_seen_at = received_at
+    if isinstance(item, StatusEvent):
+        return apply_event(session, state, item, received_at)
+    return apply_document(session, state, item, received_at)
+
+
+def load_states(
+    session: Session, execution_ids: Sequence[str], now: dt.datetime
+) -> dict[str, ExecutionState]:
+    """The executions (created if new) locked in id order, with their runs."""
+    existing = set(
+        session.scalars(
+            select(_EXECUTIONS.c.execution_id).where(_EXECUTIONS.c.execution_id.in_(execution_ids))
+        )
+    )
+    missing = [execution_id for execution_id in execution_ids if execution_id not in existing]
+    if missing:
+        session.execute(
+            insert_ignoring_conflicts(session, _EXECUTIONS),
+            [_new_execution(execution_id, now) for execution_id in missing],
+        )
+    query = (
+        select(Execution)
+        .where(Execution.execution_id.in_(execution_ids))
+        .order_by(Execution.execution_id)
+        .execution_options(populate_existing=True)
+    )
+    executions = list(session.scalars(locked(session, query)))
+    runs: dict[int, list[ExecutionRun]] = {e.id: [] for e in executions}
+    for run in session.scalars(
+        select(ExecutionRun).where(ExecutionRun.execution_pk.in_(list(runs)))
+    ):
+        runs[run.execution_pk].append(run)
+    return {e.execution_id: ExecutionState(e, runs[e.id]) for e in executions}
+
+
+def _new_execution(execution_id: str, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "execution_id": execution_id,
+        "account_alias": "",
+        "job_id": "",
+        "status": "PENDING",
+        "run_index": 0,
+        "status_rank": -1,
+        "run_count": 1,
+        "failed_hosts": [],
+        "first_seen_at": now,
+        "last_seen_at": now,
+        "restart_count": 0,
+    }
+
+
+def pending_executions(session: Session, limit: int, before: dt.datetime) -> list[str]:
+    """Executions with deliveries still pending that were stored before `before`, oldest
+    first: what a crash or a failed batch left behind."""
+    rows = session.execute(
+        select(_EVENTS.c.execution_id)
+        .where(
+            _EVENTS.c.pending.is_(True),
+            _EVENTS.c.received_at < before,
+            _EVENTS.c.attempts < MAX_ATTEMPTS,
+        )
+        .order_by(_EVENTS.c.id)
+        .limit(limit * 20)
+    )
+    found: dict[str, None] = {}
+    for (execution_id,) in rows:
+        found.setdefault(execution_id)
+        if len(found) >= limit:
+            break
+    return list(found)
+
+
+def count_attempt(session: Session, execution_ids: Collection[str]) -> None:
+    """A batch with these executions failed to apply: count a try on their pending rows."""
+    session.execute(
+        update(_EVENTS)
+        .where(_EVENTS.c.pending.is_(True), _EVENTS.c.execution_id.in_(list(execution_ids)))
+        .values(attempts=_EVENTS.c.attempts + 1)
+    )
+
+
+def stuck(session: Session) -> int:
+    """Pending deliveries left aside after `MAX_ATTEMPTS` failed tries."""
+    query = select(func.count()).where(
+        _EVENTS.c.pending.is_(True), _EVENTS.c.attempts >= MAX_ATTEMPTS
+    )
+    return int(session.scalar(query) or 0)
