@@ -109,7 +109,7 @@ def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> Non
 @contextmanager
 def served(argv: list[str], env: dict[str, str], log: Path, port: int) -> Iterator[str]:
     with log.open("wb") as out:
-        process = subprocess.Popen(argv, cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        process = subprocess.Popen(argv, cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(base, process, log)
@@ -196,10 +196,12 @@ def _measure(ctx: Context, kind: str, per_body: int, seconds: float) -> list[Row
     with baseline("parse_app", None, scratch / "parse.log") as base:
         result = wrk(base + path, bodies, seconds)
         rows.append(Row("parse only", result, result.requests * per_body))
-    with ctx.databases.database(kind) as url:
-        with baseline("naive_app", url, scratch / "naive.log") as base:
-            result = wrk(base + path, bodies, seconds)
-            rows.append(Row("naive receiver", result, result.requests * per_body))
+    with (
+        ctx.databases.database(kind) as url,
+        baseline("naive_app", url, scratch / "naive.log") as base,
+    ):
+        result = wrk(base + path, bodies, seconds)
+        rows.append(Row("naive receiver", result, result.requests * per_body))
     with ctx.databases.database(kind) as url:
         with respawn(url, ctx.folder(f"ingest-instance-{kind}"), scratch / "respawn.log") as base:
             result = wrk(base + path, bodies, seconds)
