@@ -51,6 +51,11 @@ class Settings:
     policy_check_interval: float = 2.0
     secure_cookies: bool = True
     log_level: str = "INFO"
+    # The front door: answer callbacks once stored ("durable") or once also applied
+    # ("processed"); how long a callback waits for the database before it is spooled.
+    callback_ack: str = "durable"
+    intake_timeout: float = 1.0
+    spool_dir: str = "instance/spool"
     testing: bool = False
 
     @property
@@ -94,6 +99,9 @@ _ENV: dict[str, tuple[str, str]] = {
     "RESPAWN_POLICY_CHECK_INTERVAL": ("policy_check_interval", "float"),
     "RESPAWN_SECURE_COOKIES": ("secure_cookies", "bool"),
     "RESPAWN_LOG_LEVEL": ("log_level", "str"),
+    "RESPAWN_CALLBACK_ACK": ("callback_ack", "str"),
+    "RESPAWN_INTAKE_TIMEOUT": ("intake_timeout", "float"),
+    "RESPAWN_SPOOL_DIR": ("spool_dir", "str"),
 }
 
 
@@ -167,6 +175,11 @@ def load_settings(
             + " (set the variable, or NAME_FILE pointing at a file that holds it)"
         )
     values.setdefault("database_url", default_database_url(instance_path))
+    values.setdefault("spool_dir", str(Path(instance_path) / "spool"))
+    if values.get("callback_ack", "durable") not in {"durable", "processed"}:
+        raise ConfigError("RESPAWN_CALLBACK_ACK: must be 'durable' or 'processed'")
+    if not 0 < float(values.get("intake_timeout", 1.0)) <= 30:
+        raise ConfigError("RESPAWN_INTAKE_TIMEOUT: seconds, more than 0 and at most 30")
     if values.get("dispatcher", "embedded") not in {"embedded", "off"}:
         raise ConfigError("RESPAWN_DISPATCHER: must be 'embedded' or 'off'")
     if isinstance(values.get("callback_tokens"), str):

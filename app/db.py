@@ -72,11 +72,16 @@ def _ensure_sqlite_folder(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
+def make_engine(url: str, lock_timeout: float = 30.0, **kwargs: Any) -> Engine:
+    """An engine; SQLite gets WAL, a busy timeout and write-locking transactions.
+
+    `lock_timeout`: how long a statement waits for a lock (SQLite's busy timeout; PostgreSQL's
+    lock_timeout, with a connect timeout of the same length) before it fails.
+    """
     if url.startswith("sqlite"):
         _ensure_sqlite_folder(url)
-        connect_args = {"timeout": 30, "check_same_thread": False}
+        connect_args = {"timeout": lock_timeout, "check_same_thread": False}
+        busy_ms = int(lock_timeout * 1000)
         if url in {"sqlite://", "sqlite:///:memory:"}:
             kwargs.setdefault("poolclass", StaticPool)
         engine = create_engine(url, connect_args=connect_args, **kwargs)
@@ -88,7 +93,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
@@ -104,6 +109,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
+    if lock_timeout < 30.0:
+        wait_ms = max(int(lock_timeout * 1000), 1)
+        kwargs.setdefault(
+            "connect_args",
+            {
+                "connect_timeout": max(int(lock_timeout + 0.999), 1),
+                # A server that stops answering mid-statement fails the call too.
+                "tcp_user_timeout": wait_ms * 5,
+                "options": f"-c lock_timeout={wait_ms} -c statement_timeout={wait_ms * 5}",
+            },
+        )
     return create_engine(url, **kwargs)
 
 

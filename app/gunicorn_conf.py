@@ -11,7 +11,9 @@ from app.redact import redact_text
 bind = os.environ.get("RESPAWN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("RESPAWN_WORKERS", "2"))
 threads = int(os.environ.get("RESPAWN_THREADS", "4"))
-worker_class = "gthread"
+# gthread whose threads only take requests whose head has arrived: slow clients cost a socket,
+# not a thread (app/serving.py).
+worker_class = "app.serving.HeadFirstWorker"
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
@@ -41,3 +43,8 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     runtime = get_runtime(worker.wsgi)
     if runtime.settings.dispatcher == "embedded":
         start_background(runtime)
+
+
+def worker_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A stopping worker applies what it stored and stops its threads before it goes."""
+    get_runtime(worker.wsgi).close()

@@ -13,3 +13,10 @@ RESTART_CALLS = Counter(
 )
 RESTARTS_GIVEN_UP = Counter("respawn_restarts_given_up_total", "Restarts abandoned after retries")
 POLICY_STALE = Gauge("respawn_policy_stale", "1 when the policy file on disk was refused")
+EVENTS_APPLIED = Counter(
+    "respawn_events_applied_total", "Stored deliveries applied to their executions"
+)
+EVENTS_SPOOLED = Counter(
+    "respawn_events_spooled_total", "Deliveries written to the spool while the database was away"
+)
+SPOOL_DEPTH = Gauge("respawn_spool_depth", "Deliveries in this process's spool, not yet stored")

@@ -18,6 +18,8 @@ from app import metrics
 from app.config import Settings
 from app.core.policy_source import LoadedPolicy, PolicySource
 from app.db import make_engine, make_sessionmaker, transaction
+from app.intake.intake import Intake
+from app.intake.spool import Spool
 
 
 class Runtime:
@@ -31,6 +33,8 @@ class Runtime:
         self._lock = threading.Lock()
         self._wake: Callable[[], None] | None = None
         self._stop: Callable[[], None] | None = None
+        self._intake: Intake | None = None
+        self._intake_engine: Engine | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -50,6 +54,33 @@ class Runtime:
         metrics.POLICY_STALE.set(1 if self.policy.is_stale else 0)
         return loaded
 
+    # --- the intake (what the receiver hands callbacks to) ----------------------------------
+
+    @property
+    def intake(self) -> Intake:
+        """This process's intake; its threads start with the first callback."""
+        if self._intake is None:
+            with self._lock:
+                if self._intake is None:
+                    settings = self.settings
+                    # Its own connections, that give up on a busy or absent database quickly:
+                    # a callback is spooled rather than kept waiting.
+                    self._intake_engine = make_engine(
+                        settings.database_url,
+                        lock_timeout=settings.intake_timeout,
+                        pool_size=2,
+                        max_overflow=2,
+                    )
+                    self._intake = Intake(
+                        writer_sessions=make_sessionmaker(self._intake_engine),
+                        sessions=self.sessions,
+                        spool=Spool(settings.spool_dir),
+                        policy=lambda: self.current_policy().policy,
+                        defer_unknown_jobs=settings.runner_configured,
+                        on_queued=self.wake_background,
+                    )
+        return self._intake
+
     # --- the background (dispatcher, reconciler) -------------------------------------------
 
     def attach_background(self, wake: Callable[[], None], stop: Callable[[], None]) -> None:
@@ -68,9 +99,14 @@ class Runtime:
             wake()
 
     def close(self) -> None:
-        """Stop the background threads, if any, and close the database connections."""
+        """Finish the intake's work, stop the background threads, close the connections."""
         with self._lock:
             stop, self._wake, self._stop = self._stop, None, None
+            intake, self._intake = self._intake, None
+        if intake is not None:
+            intake.close()
         if stop is not None:
             stop()
+        if self._intake_engine is not None:
+            self._intake_engine.dispose()
         self.engine.dispose()

@@ -166,6 +166,10 @@ def make_app(
             "policy_check_interval": 0.0,
             "secure_cookies": False,
             "log_level": "WARNING",
+            # Answer once applied, so a test reads what it posted; tests of the intake
+            # itself ask for "durable".
+            "callback_ack": "processed",
+            "spool_dir": str(tmp_path / "spool"),
         }
         settings.update(overrides)
         app = create_app(settings)

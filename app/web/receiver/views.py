@@ -7,13 +7,12 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app import metrics
+from app.core.deliveries import parse_deliveries
 from app.core.errors import Malformed, NotFound
-from app.core.ingest import ingest_and_decide, parse_deliveries
-from app.db import utcnow
-from app.extensions import current_policy, get_session, get_settings, wake_dispatcher
+from app.extensions import get_runtime, get_settings
+from app.intake.intake import IntakeUnavailable
 from app.web.access import token_known
 from app.web.errors import (
     PayloadTooLarge,
@@ -26,7 +25,8 @@ from app.web.receiver import signatures
 bp = Blueprint("receiver", __name__)
 log = logging.getLogger(__name__)
 
-_WRITE_ATTEMPTS = 3
+# Beyond the intake's own database timeout: the spool's fsync, the batch ahead of this one.
+ANSWER_GRACE = 5.0
 
 
 def _reject_constant(value: str) -> Any:
@@ -89,36 +89,16 @@ def receive_callback(token: str) -> Response:
             raise Unauthorized(str(exc), code="bad_signature") from None
     deliveries = parse_deliveries(body, webhook_id, settings.max_batch_items)
 
-    # With a Runner to ask, a failure of a job not fetched yet is decided by the background
-    # (embedded or `respawn worker`) once the job's description is known: job globs may be
-    # meant for it.
-    defer = settings.runner_configured
-    policy = current_policy().policy
-    session = get_session()
-    for attempt in range(1, _WRITE_ATTEMPTS + 1):
-        try:
-            with session.begin():
-                ingested = ingest_and_decide(
-                    session, deliveries, utcnow(), policy, defer_unknown_jobs=defer
-                )
-            break
-        except IntegrityError:
-            # A concurrent delivery of the same event or execution won the insert; run again
-            # and this one is seen as the duplicate it is.
-            session.rollback()
-            if attempt == _WRITE_ATTEMPTS:
-                log.warning("callback write kept conflicting; giving up")
-                raise ServiceUnavailable("busy; retry the delivery") from None
-        except OperationalError:
-            session.rollback()
-            log.exception("database unavailable while recording a callback")
-            raise ServiceUnavailable("database unavailable; retry the delivery") from None
-    if ingested.decided.queued or ingested.decided.deferred:
-        wake_dispatcher()
-    result = ingested.stored
-    metrics.CALLBACKS.labels(outcome="accepted").inc()
-    metrics.EVENTS_STORED.inc(result.accepted)
-    metrics.EVENT_DUPLICATES.inc(result.duplicates)
-    response = jsonify({"accepted": result.accepted, "duplicates": result.duplicates})
+    try:
+        answer = get_runtime().intake.submit(
+            deliveries,
+            wait_processed=settings.callback_ack == "processed",
+            timeout=settings.intake_timeout + ANSWER_GRACE,
+        )
+    except IntakeUnavailable:
+        metrics.CALLBACKS.labels(outcome="unavailable").inc()
+        raise ServiceUnavailable("the delivery could not be stored; retry it") from None
+    metrics.CALLBACKS.labels(outcome="spooled" if answer.spooled else "accepted").inc()
+    response = jsonify({"accepted": answer.accepted, "duplicates": answer.duplicates})
     response.status_code = 202
     return response

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy.exc import OperationalError
 
+from app.intake import intake as intake_module
 from app.web.receiver import signatures
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import event
@@ -73,20 +75,52 @@ def test_bad_signature_is_refused_and_nothing_stored(
     assert client.get("/api/v1/executions", headers=api_headers).get_json()["items"] == []
 
 
-def test_database_outage_is_503_not_500(
+def test_database_outage_spools_the_callback_and_stores_it_when_the_database_returns(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, api_headers: dict[str, str], tmp_path: Path
+) -> None:
+    down = True
+    real_store = intake_module.store
+
+    def store(*args: Any, **kwargs: Any) -> Any:
+        if down:
+            raise OperationalError("INSERT ...", {}, Exception("server closed the connection"))
+        return real_store(*args, **kwargs)
+
+    monkeypatch.setattr(intake_module, "store", store)
+    client = app.test_client()
+
+    response = client.post(URL, json=event("runner_on_ok", 1, host="web1"))
+
+    assert response.status_code == 202
+    assert response.get_json() == {"accepted": 1, "duplicates": 0}
+    assert client.get("/api/v1/executions", headers=api_headers).get_json()["items"] == []
+    assert len(list((tmp_path / "spool").glob("spool-*.jsonl"))) == 1
+    down = False
+    deadline = time.monotonic() + 15
+    while not client.get("/api/v1/executions", headers=api_headers).get_json()["items"]:
+        assert time.monotonic() < deadline, "the spooled callback was never stored"
+        time.sleep(0.05)
+    assert list((tmp_path / "spool").glob("spool-*.jsonl")) == []
+
+
+def test_a_callback_neither_stored_nor_spooled_is_a_bare_503(
     app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(*_args: Any, **_kwargs: Any) -> Any:
-        raise OperationalError("INSERT ...", {}, Exception("server closed the connection"))
+        raise RuntimeError("internal detail with sshPrivateKey=PLANTED-abc-123")
 
-    monkeypatch.setattr("app.web.receiver.views.ingest_and_decide", broken)
+    monkeypatch.setattr(intake_module, "store", broken)
+    caplog.set_level("ERROR")
 
     response = app.test_client().post(URL, json=event("runner_on_ok", 1, host="web1"))
 
     assert response.status_code == 503
     body = response.get_json()
     assert body["error"] == "unavailable"
-    assert "server closed" not in json.dumps(body)
+    assert "internal detail" not in json.dumps(body)
+    assert "callbacks could not be stored" in caplog.text
+    assert "internal detail with sshPrivateKey=[redacted]" in caplog.text
+    assert "PLANTED-abc-123" not in caplog.text
 
 
 def test_unexpected_error_is_a_bare_500(
@@ -95,7 +129,7 @@ def test_unexpected_error_is_a_bare_500(
     def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("internal detail with sshPrivateKey=PLANTED-abc-123")
 
-    monkeypatch.setattr("app.web.receiver.views.ingest_and_decide", broken)
+    monkeypatch.setattr("app.web.receiver.views.parse_deliveries", broken)
     caplog.set_level("ERROR")
 
     response = app.test_client().post(URL, json=event("runner_on_ok", 1, host="web1"))

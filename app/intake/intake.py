@@ -1,0 +1,385 @@
+"""The intake: what happens to a callback between its parsing and its decision.
+
+Two threads per web process. The **writer** takes the deliveries of every callback waiting
+for it, stores them in one transaction (group commit: one INSERT and one commit for all of
+them) and lets the callbacks answer; when the database cannot take them within
+`intake_timeout` seconds, it appends them to the spool instead (fsync) and still lets them
+answer. The **processor** then applies what was stored, execution by execution in stored
+order, and decides every failed run (`app.core.inbox.process`), in batches; when idle it
+picks up deliveries left pending by a crash and replays spooled ones once the database is
+back.
+
+A callback's answer waits for the writer (`RESPAWN_CALLBACK_ACK=durable`, the default) or
+also for the processor (`processed`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import metrics
+from app.core.deliveries import Delivery
+from app.core.inbox import Processed, count_attempt, pending_executions, process, store
+from app.db import transaction, utcnow
+from app.intake.spool import Spool, Spooled
+from app.policy import Policy
+from app.runner.documents import ExecutionDocument, StatusEvent
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+"""Deliveries stored, or applied, in one transaction at most."""
+SWEEP_SECONDS = 2.0
+"""How often an idle processor looks for leftovers (pending rows, spooled records)."""
+LEFTOVER_AGE = dt.timedelta(seconds=5)
+"""Pending rows younger than this belong to a live process's processor, not to the sweep."""
+REPLAY_SECONDS = 1.0
+"""While the database is away, how often the writer tries to store what it spooled."""
+
+# The database did not answer, or not in time: spool and answer anyway.
+_UNAVAILABLE = (OperationalError, DBAPIError)
+
+
+class IntakeUnavailable(RuntimeError):
+    """Neither the database nor the spool could take a callback: it was not stored."""
+
+
+@dataclass
+class Ticket:
+    """One callback's deliveries on their way through the intake."""
+
+    deliveries: list[Delivery]
+    new: list[bool] = field(default_factory=list)
+    spooled: bool = False
+    failed: bool = False
+    durable: threading.Event = field(default_factory=threading.Event)
+    processed: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.new)
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.deliveries) - self.accepted
+
+    def fresh(self) -> Iterable[Delivery]:
+        return (d for d, new in zip(self.deliveries, self.new, strict=True) if new)
+
+
+@dataclass
+class Answer:
+    accepted: int
+    duplicates: int
+    spooled: bool
+
+
+class Intake:
+    """The writer and processor threads of one process; started on first use."""
+
+    def __init__(
+        self,
+        writer_sessions: sessionmaker[Session],
+        sessions: sessionmaker[Session],
+        spool: Spool,
+        policy: Callable[[], Policy],
+        defer_unknown_jobs: bool,
+        on_queued: Callable[[], None],
+    ) -> None:
+        self.writer_sessions = writer_sessions
+        self.sessions = sessions
+        self.spool = spool
+        self.policy = policy
+        self.defer_unknown_jobs = defer_unknown_jobs
+        self.on_queued = on_queued
+        self._incoming: queue.SimpleQueue[Ticket | None] = queue.SimpleQueue()
+        self._stored: queue.SimpleQueue[Ticket | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._next_replay = 0.0
+
+    # --- the callback's side ----------------------------------------------------------------
+
+    def submit(self, deliveries: list[Delivery], wait_processed: bool, timeout: float) -> Answer:
+        """Hand a callback's deliveries over; returns once they are durable (or processed).
+
+        IntakeUnavailable when they could be neither stored nor spooled in `timeout` seconds.
+        """
+        self._start()
+        ticket = Ticket(deliveries)
+        self._incoming.put(ticket)
+        if not ticket.durable.wait(timeout) or ticket.failed:
+            raise IntakeUnavailable("the callback could not be stored")
+        if wait_processed:
+            ticket.processed.wait(timeout)
+        return Answer(ticket.accepted, ticket.duplicates, ticket.spooled)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._threads:
+            return
+        with self._lock:
+            if self._threads or self._stopping.is_set():
+                return
+            for name, target in (
+                ("respawn-intake-writer", self._write_loop),
+                ("respawn-intake-processor", self._process_loop),
+            ):
+                thread = threading.Thread(target=target, name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Store and process what was handed over, then stop."""
+        self._stopping.set()
+        self._incoming.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+        self.spool.close()
+
+    # --- the writer -------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            tickets, stop = _take(self._incoming, REPLAY_SECONDS)
+            if tickets:
+                self._write(tickets)
+            elif self.spool.has_records:
+                self._replay_own()  # quiet now: store what was spooled once the database is back
+            if stop:
+                self._stored.put(None)
+                return
+
+    def _write(self, tickets: list[Ticket]) -> None:
+        deliveries = [d for ticket in tickets for d in ticket.deliveries]
+        now = utcnow()
+        if self.spool.has_records and not self._replay_own():
+            self._spool(tickets, deliveries, now)  # keep the order: behind what waits already
+            return
+
+        try:
+            with transaction(self.writer_sessions) as session:
+                stored = store(session, deliveries, now)
+        except _UNAVAILABLE:
+            log.warning("database unavailable: spooling %d deliveries", len(deliveries))
+            self._spool(tickets, deliveries, now)
+            return
+        except Exception:  # noqa: BLE001  (the writer must outlive any one batch; logged)
+            log.exception("callbacks could not be stored")
+            _fail(tickets)
+            return
+        _share(tickets, stored.new)
+        metrics.EVENTS_STORED.inc(stored.accepted)
+        metrics.EVENT_DUPLICATES.inc(stored.duplicates)
+        for ticket in tickets:
+            ticket.durable.set()
+            self._stored.put(ticket)
+
+    def _spool(self, tickets: list[Ticket], deliveries: list[Delivery], now: dt.datetime) -> None:
+        try:
+            new = self.spool.append(deliveries, now)
+        except OSError:
+            log.exception("the spool could not take %d deliveries", len(deliveries))
+            _fail(tickets)
+            return
+        _share(tickets, new)
+        metrics.EVENTS_SPOOLED.inc(sum(new))
+        metrics.SPOOL_DEPTH.set(self.spool.records)
+        for ticket in tickets:
+            ticket.spooled = True
+            ticket.durable.set()
+            ticket.processed.set()  # nothing to wait for: applied once replayed
+
+    def _replay_own(self) -> bool:
+        """Store this process's spooled records; True when the spool is empty again. Tried
+        at most once per `REPLAY_SECONDS` while the database is away, so callbacks arriving
+        meanwhile go straight to the spool."""
+        now = time.monotonic()
+        if now < self._next_replay:
+            return False
+        records = self.spool.own_records()
+        if not self._store_replayed(records):
+            self._next_replay = now + REPLAY_SECONDS
+            return False
+        self.spool.replayed()
+        metrics.SPOOL_DEPTH.set(0)
+        log.info("database back: %d spooled deliveries stored", len(records))
+        return True
+
+    def _store_replayed(self, records: list[Spooled]) -> bool:
+        try:
+            for start in range(0, len(records), MAX_BATCH):
+                chunk = records[start : start + MAX_BATCH]
+                with transaction(self.writer_sessions) as session:
+                    # One insert per arrival time keeps each record's own received_at.
+                    for at, group in _by_time(chunk):
+                        store(session, group, at)
+        except SQLAlchemyError:
+            return False
+        ticket = Ticket([r.delivery for r in records], new=[True] * len(records))
+        ticket.durable.set()
+        self._stored.put(ticket)  # the processor applies them (read back from the database)
+        return True
+
+    def replay_orphans(self) -> int:
+        """Store the spool files of processes that are gone; how many records."""
+        replayed = 0
+        with self.spool.orphans() as files:
+            for path, records in files:
+                if self._store_replayed(records):
+                    path.unlink(missing_ok=True)
+                    replayed += len(records)
+        return replayed
+
+    # --- the processor ----------------------------------------------------------------------
+
+    def _process_loop(self) -> None:
+        while True:
+            tickets, stop = _take(self._stored, SWEEP_SECONDS)
+            if tickets:
+                self._process(tickets)
+            elif not stop:
+                self._sweep()
+            if stop:
+                return
+
+    def _process(self, tickets: list[Ticket]) -> None:
+        parsed: dict[str, ExecutionDocument | StatusEvent] = {}
+        for ticket in tickets:
+            for delivery in ticket.fresh():
+                parsed[delivery.delivery_key] = delivery.item
+        ids = {item.execution_id for item in parsed.values()}
+        try:
+            self._apply(ids, parsed)
+        finally:
+            for ticket in tickets:
+                ticket.processed.set()
+
+    def _apply(
+        self,
+        execution_ids: set[str],
+        parsed: dict[str, ExecutionDocument | StatusEvent] | None = None,
+    ) -> None:
+        if not execution_ids:
+            return
+        try:
+            result = self._process_in_one(execution_ids, parsed)
+        except Exception:  # noqa: BLE001  (retried one by one below, each failure logged)
+            log.warning("applying %d executions failed; one by one now", len(execution_ids))
+            result = Processed()
+            for execution_id in sorted(execution_ids):
+                try:
+                    one = self._process_in_one({execution_id}, parsed)
+                except Exception:
+                    log.exception("applying the deliveries of %s failed", execution_id)
+                    self._count_attempt(execution_id)
+                    continue
+                result.applied += one.applied
+                result.decided.queued += one.decided.queued
+                result.decided.deferred += one.decided.deferred
+        metrics.EVENTS_APPLIED.inc(result.applied)
+        if result.decided.queued or result.decided.deferred:
+            self.on_queued()
+
+    def _process_in_one(
+        self,
+        execution_ids: set[str],
+        parsed: dict[str, ExecutionDocument | StatusEvent] | None,
+    ) -> Processed:
+        policy = self.policy()
+        with transaction(self.sessions) as session:
+            return process(
+                session,
+                execution_ids,
+                utcnow(),
+                policy,
+                defer_unknown_jobs=self.defer_unknown_jobs,
+                parsed=parsed,
+            )
+
+    def _count_attempt(self, execution_id: str) -> None:
+        try:
+            with transaction(self.sessions) as session:
+                count_attempt(session, [execution_id])
+        except SQLAlchemyError:
+            log.exception("could not count a failed attempt for %s", execution_id)
+
+    def _sweep(self) -> None:
+        """Deliveries a crash or a failed batch left pending, and orphaned spool files."""
+        try:
+            if self.replay_orphans():
+                log.info("stored the spool files of a process that is gone")
+            with transaction(self.sessions) as session:
+                leftovers = pending_executions(session, 100, utcnow() - LEFTOVER_AGE)
+        except SQLAlchemyError:
+            return  # the database is still away; the spool keeps what arrives
+        except Exception:  # noqa: BLE001  (the processor must outlive any one sweep; logged)
+            log.exception("looking for leftovers failed")
+            return
+        if leftovers:
+            log.info("applying deliveries left pending for %d executions", len(leftovers))
+            self._apply(set(leftovers))
+
+
+def _take(source: queue.SimpleQueue[Ticket | None], wait: float) -> tuple[list[Ticket], bool]:
+    """What is waiting (up to MAX_BATCH deliveries), after up to `wait` seconds for the
+    first; and whether the stop marker came."""
+    tickets: list[Ticket] = []
+    try:
+        first = source.get(timeout=wait)
+    except queue.Empty:
+        return tickets, False
+    if first is None:
+        return tickets, True
+    tickets.append(first)
+    size = len(first.deliveries)
+    while size < MAX_BATCH:
+        try:
+            more = source.get_nowait()
+        except queue.Empty:
+            break
+        if more is None:
+            return tickets, True
+        tickets.append(more)
+        size += len(more.deliveries)
+    return tickets, False
+
+
+def _share(tickets: list[Ticket], new: list[bool]) -> None:
+    """Hand each ticket its slice of a batch's new/duplicate flags."""
+    start = 0
+    for ticket in tickets:
+        end = start + len(ticket.deliveries)
+        ticket.new = new[start:end]
+        start = end
+
+
+def _fail(tickets: list[Ticket]) -> None:
+    for ticket in tickets:
+        ticket.failed = True
+        ticket.durable.set()
+        ticket.processed.set()
+
+
+def _by_time(records: list[Spooled]) -> Iterable[tuple[dt.datetime, list[Delivery]]]:
+    group: list[Delivery] = []
+    at: dt.datetime | None = None
+    for record in records:
+        if at is not None and record.received_at != at:
+            yield at, group
+            group = []
+        at = record.received_at
+        group.append(record.delivery)
+    if at is not None:
+        yield at, group
