@@ -175,7 +175,7 @@ class Intake:
             log.warning("database unavailable: spooling %d deliveries", len(deliveries))
             self._spool(tickets, deliveries, now)
             return
-        except Exception:  # noqa: BLE001  (the writer must outlive any one batch; logged)
+        except Exception:
             log.exception("callbacks could not be stored")
             _fail(tickets)
             return
@@ -324,7 +324,7 @@ class Intake:
                 leftovers = pending_executions(session, 100, utcnow() - LEFTOVER_AGE)
         except SQLAlchemyError:
             return  # the database is still away; the spool keeps what arrives
-        except Exception:  # noqa: BLE001  (the processor must outlive any one sweep; logged)
+        except Exception:
             log.exception("looking for leftovers failed")
             return
         if leftovers:
