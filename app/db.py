@@ -8,10 +8,15 @@ any exception. Core functions take a `Session`, `flush()` and never commit.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import os
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import JSON, DateTime, Insert, MetaData, Select, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -72,6 +77,67 @@ def _ensure_sqlite_folder(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
+_HOLDS_WRITER = "respawn_writer_queue"
+
+
+class WriterQueue:
+    """Writers of one SQLite file, across this process's threads and other processes, take
+    turns here rather than in SQLite's busy handler.
+
+    SQLite lets one writer in at a time; the others retry in its busy handler, which sleeps
+    in growing steps (up to 100 ms) and leaves the lock idle meanwhile: under load, writers
+    spend most of their time asleep. Here a thread first takes this process's lock (the next
+    waiter wakes at once), then an exclusive `flock` on a file beside the database, polled at
+    sub-millisecond steps, so the lock changes hands within a fraction of a millisecond.
+    """
+
+    _queues: ClassVar[dict[tuple[int, str], WriterQueue]] = {}
+    _queues_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        self._threads = threading.Lock()
+        self._fd = os.open(path + "-writers", os.O_RDWR | os.O_CREAT, 0o600)
+
+    @classmethod
+    def for_database(cls, database: str | None) -> WriterQueue | None:
+        """The queue of an SQLite file (shared by every engine of this process); None for an
+        in-memory database."""
+        if database in (None, "", ":memory:"):
+            return None
+        key = (os.getpid(), os.path.realpath(database))
+        with cls._queues_lock:
+            queue = cls._queues.get(key)
+            if queue is None:
+                queue = cls._queues[key] = cls(key[1])
+            return queue
+
+    def acquire(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        if not self._threads.acquire(timeout=max(timeout, 0.0)):
+            return False
+        delay = 0.0001
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._threads.release()
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 0.001)
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._threads.release()
+
+
+def _release_writer(connection: Any) -> None:
+    writers = connection.info.pop(_HOLDS_WRITER, None)
+    if writers is not None:
+        writers.release()
+
+
 def make_engine(url: str, lock_timeout: float = 30.0, **kwargs: Any) -> Engine:
     """An engine; SQLite gets WAL, a busy timeout and write-locking transactions.
 
@@ -98,13 +164,27 @@ def make_engine(url: str, lock_timeout: float = 30.0, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
+        writers = WriterQueue.for_database(make_url(url).database)
+
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Any) -> None:
             # Readers (GET requests) must not take the write lock: WAL lets them run
             # beside a writer, and they would otherwise queue the receiver behind a page.
-            read_only = connection.get_execution_options().get(READ_ONLY, False)
-            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            if connection.get_execution_options().get(READ_ONLY, False):
+                connection.exec_driver_sql("BEGIN")
+                return
+            if writers is not None:
+                if not writers.acquire(lock_timeout):
+                    raise sqlite3.OperationalError("database is locked (writer queue)")
+                connection.info[_HOLDS_WRITER] = writers
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _release_writer(connection)
+                raise
 
+        event.listen(engine, "commit", _release_writer)
+        event.listen(engine, "rollback", _release_writer)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)

@@ -259,9 +259,10 @@ def count_attempt(session: Session, execution_ids: Collection[str]) -> None:
     )
 
 
-def stuck(session: Session) -> int:
-    """Pending deliveries left aside after `MAX_ATTEMPTS` failed tries."""
-    query = select(func.count()).where(
-        _EVENTS.c.pending.is_(True), _EVENTS.c.attempts >= MAX_ATTEMPTS
-    )
-    return int(session.scalar(query) or 0)
+def inbox_counts(session: Session) -> dict[str, int]:
+    """Deliveries stored but not applied yet (`pending`), and those left aside after
+    `MAX_ATTEMPTS` failed tries (`stuck`)."""
+    pending = func.count()
+    stuck = func.count().filter(_EVENTS.c.attempts >= MAX_ATTEMPTS)
+    row = session.execute(select(pending, stuck).where(_EVENTS.c.pending.is_(True))).one()
+    return {"pending": int(row[0] or 0), "stuck": int(row[1] or 0)}

@@ -9,8 +9,10 @@ from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
+from app import metrics as app_metrics
 from app import migrate
-from app.extensions import get_engine, policy_source
+from app.core.inbox import inbox_counts
+from app.extensions import get_engine, get_runtime, policy_source
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -53,11 +55,26 @@ def readyz() -> Response:
         checks["database"] = "unreachable"
         ready = False
     checks["policy"] = _policy_status()
+    checks["intake"] = _intake_status(checks["database"] == "ok")
     response = jsonify({"ready": ready, "checks": checks})
     response.status_code = 200 if ready else 503
     return response
 
 
+def _intake_status(database_up: bool) -> dict[str, Any]:
+    """Callbacks not yet in the database (spooled) or not yet applied (pending, stuck)."""
+    runtime = get_runtime()
+    status: dict[str, Any] = {"spooled": runtime.intake.spool.depth()}
+    if database_up:
+        try:
+            with runtime.transaction() as session:
+                status.update(inbox_counts(session))
+        except SQLAlchemyError:
+            log.warning("readiness: could not count the inbox", exc_info=True)
+    return status
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
+    app_metrics.SPOOL_DEPTH.set(get_runtime().intake.spool.depth())
     return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,196 @@
+"""The intake as the receiver uses it: answered once durable, applied right after, and
+nothing lost or applied twice when a batch fails, a process dies or the database is away."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from app.core import inbox as inbox_module
+from app.core import runs as runs_module
+from app.core.deliveries import parse_deliveries
+from app.core.inbox import MAX_ATTEMPTS, store
+from app.db import utcnow
+from app.extensions import get_runtime
+from app.intake import intake as intake_module
+from app.models import Decision, Event, Execution
+from tests.conftest import CALLBACK_TOKEN
+from tests.feed import event, failing_run_events
+from tests.helpers import transaction
+
+URL = f"/callbacks/{CALLBACK_TOKEN}"
+T0 = int(time.time() * 1000) - 60_000
+
+
+@pytest.fixture
+def durable(make_app: Callable[..., Flask]) -> Flask:
+    """An app that answers callbacks as soon as they are stored (the default)."""
+    return make_app(callback_ack="durable")
+
+
+def post(client: FlaskClient, body: Any) -> dict[str, Any]:
+    response = client.post(URL, data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 202, response.get_json()
+    answer: dict[str, Any] = response.get_json()
+    return answer
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def counts(app: Flask) -> dict[str, int]:
+    with transaction(app) as session:
+        return {
+            "events": session.scalar(select(func.count()).select_from(Event)) or 0,
+            "pending": session.scalar(
+                select(func.count()).select_from(Event).where(Event.pending.is_(True))
+            )
+            or 0,
+            "decisions": session.scalar(select(func.count()).select_from(Decision)) or 0,
+        }
+
+
+def test_a_durable_answer_is_followed_by_the_decision(
+    durable: Flask, api_headers: dict[str, str]
+) -> None:
+    client = durable.test_client()
+
+    answer = post(client, failing_run_events(T0, execution_id="exec-durable"))
+
+    assert answer == {"accepted": 7, "duplicates": 0}
+    decided = eventually(
+        lambda: (
+            client.get("/api/v1/executions/exec-durable", headers=api_headers)
+            .get_json()
+            .get("decisions")
+        ),
+        "the decision",
+    )
+    assert decided[0]["action"] == "restart"
+    assert counts(durable)["pending"] == 0
+
+
+def test_duplicates_are_counted_exactly_on_a_durable_answer(durable: Flask) -> None:
+    client = durable.test_client()
+    events = failing_run_events(T0, execution_id="exec-dup")
+    post(client, events[:4])
+
+    assert post(client, events) == {"accepted": 3, "duplicates": 4}
+    assert post(client, [events[0], events[0]]) == {"accepted": 0, "duplicates": 2}
+    eventually(lambda: counts(durable)["pending"] == 0, "the inbox to drain")
+    assert counts(durable)["events"] == 7
+
+
+def test_pending_deliveries_are_applied_in_the_order_they_were_stored(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = failing_run_events(T0, execution_id="exec-order")
+    reordered = [events[6], events[0], events[3], events[1], events[5], events[2], events[4]]
+    with transaction(app) as session:
+        for item in reordered:  # stored one by one, in this order
+            store(session, parse_deliveries(item, None, 500), utcnow())
+    seen: list[str] = []
+    real_apply = inbox_module.apply_item
+
+    def spy(session: Any, state: Any, item: Any, received_at: Any) -> int:
+        seen.append(item.event_id)
+        return real_apply(session, state, item, received_at)
+
+    monkeypatch.setattr(inbox_module, "apply_item", spy)
+    policy = get_runtime(app).current_policy().policy
+    with transaction(app) as session:
+        processed = inbox_module.process(
+            session, {"exec-order"}, utcnow(), policy, defer_unknown_jobs=False
+        )
+
+    assert seen == [item["id"] for item in reordered]
+    assert processed.applied == 7 and processed.decided.queued == 1
+    with transaction(app) as session:
+        execution = session.scalars(select(Execution)).one()
+        assert (execution.status, sorted(execution.failed_hosts)) == ("FAILURE", ["web2", "web3"])
+
+
+def test_deliveries_left_pending_by_a_dead_process_are_applied_by_the_sweep(
+    durable: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stored by a process that died before applying them:
+    with transaction(durable) as session:
+        store(session, parse_deliveries(failing_run_events(T0, execution_id="exec-orphan"),
+                                        None, 500), utcnow())  # fmt: skip
+    monkeypatch.setattr(intake_module, "SWEEP_SECONDS", 0.05)
+    monkeypatch.setattr(intake_module, "LEFTOVER_AGE", intake_module.dt.timedelta(0))
+
+    post(durable.test_client(), event("runner_on_ok", T0, "web1", execution_id="exec-other"))
+
+    eventually(lambda: counts(durable) == {"events": 8, "pending": 0, "decisions": 1}, "the sweep")
+
+
+def test_a_delivery_that_cannot_be_applied_holds_up_no_other(
+    durable: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_apply = runs_module.apply_event
+
+    def apply_event(session: Any, state: Any, item: Any, now: Any) -> int:
+        if item.execution_id == "exec-poison":
+            raise ValueError("a bug in applying this one")
+        return real_apply(session, state, item, now)
+
+    monkeypatch.setattr(inbox_module, "apply_event", apply_event)
+    monkeypatch.setattr(intake_module, "SWEEP_SECONDS", 0.02)
+    monkeypatch.setattr(intake_module, "LEFTOVER_AGE", intake_module.dt.timedelta(0))
+    client = durable.test_client()
+
+    post(client, [
+        event("runner_on_ok", T0, "web1", execution_id="exec-poison"),
+        *failing_run_events(T0, execution_id="exec-healthy"),
+    ])  # fmt: skip
+
+    eventually(lambda: counts(durable)["decisions"] == 1, "the healthy execution's decision")
+
+    def attempts() -> int:
+        with transaction(durable) as session:
+            return (
+                session.scalar(select(Event.attempts).where(Event.execution_id == "exec-poison"))
+                or 0
+            )
+
+    # The sweep retries it until it is left aside, counted as stuck on /readyz.
+    eventually(lambda: attempts() >= MAX_ATTEMPTS, "the poisoned delivery to be left aside")
+    assert counts(durable)["pending"] == 1
+    intake = client.get("/readyz").get_json()["checks"]["intake"]
+    assert intake == {"spooled": 0, "pending": 1, "stuck": 1}
+    assert "applying the deliveries of exec-poison failed" in caplog.text
+
+
+def test_the_readiness_check_and_metrics_show_the_spool(
+    durable: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def store_fails(*_args: Any, **_kwargs: Any) -> Any:
+        raise intake_module.OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(intake_module, "store", store_fails)
+    client = durable.test_client()
+
+    assert post(client, [event("runner_on_ok", T0, "web1"), event("runner_on_ok", T0, "web2")]) == {
+        "accepted": 2,
+        "duplicates": 0,
+    }
+
+    assert client.get("/readyz").get_json()["checks"]["intake"]["spooled"] == 2
+    scrape = client.get("/metrics").get_data(as_text=True)
+    assert "respawn_spool_depth 2.0" in scrape
+    assert "respawn_events_spooled_total" in scrape
