@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import metrics
 from app.config import Settings
 from app.core.policy_source import LoadedPolicy, PolicySource
-from app.db import make_engine, make_sessionmaker, transaction
+from app.db import make_engine, make_sessionmaker, read_only, transaction
 from app.intake.intake import Intake
 from app.intake.spool import Spool
 
@@ -46,6 +46,13 @@ class Runtime:
     def transaction(self) -> Iterator[Session]:
         """One unit of work for background jobs and commands, committed on success."""
         with transaction(self.sessions) as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only unit of work: on SQLite it does not wait for the write lock."""
+        with self.sessions() as session:
+            read_only(session)
             yield session
 
     def current_policy(self) -> LoadedPolicy:

@@ -67,7 +67,7 @@ def _intake_status(database_up: bool) -> dict[str, Any]:
     status: dict[str, Any] = {"spooled": runtime.intake.spool.depth()}
     if database_up:
         try:
-            with runtime.transaction() as session:
+            with runtime.reading() as session:
                 status.update(inbox_counts(session))
         except SQLAlchemyError:
             log.warning("readiness: could not count the inbox", exc_info=True)
