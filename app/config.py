@@ -38,6 +38,8 @@ class Settings:
     runner_connect_timeout: float = 3.05
     runner_read_timeout: float = 10.0
     dispatcher: str = "embedded"
+    # Dispatcher threads in each web process (embedded): restarts are sent in parallel.
+    dispatcher_threads: int = 4
     max_body_bytes: int = 1024 * 1024
     max_batch_items: int = 500
     lease_seconds: float = 60.0
@@ -86,6 +88,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "RESPAWN_RUNNER_CONNECT_TIMEOUT": ("runner_connect_timeout", "float"),
     "RESPAWN_RUNNER_READ_TIMEOUT": ("runner_read_timeout", "float"),
     "RESPAWN_DISPATCHER": ("dispatcher", "str"),
+    "RESPAWN_DISPATCHER_THREADS": ("dispatcher_threads", "int"),
     "RESPAWN_MAX_BODY_BYTES": ("max_body_bytes", "int"),
     "RESPAWN_MAX_BATCH_ITEMS": ("max_batch_items", "int"),
     "RESPAWN_LEASE_SECONDS": ("lease_seconds", "float"),
@@ -182,6 +185,8 @@ def load_settings(
         raise ConfigError("RESPAWN_INTAKE_TIMEOUT: seconds, more than 0 and at most 30")
     if values.get("dispatcher", "embedded") not in {"embedded", "off"}:
         raise ConfigError("RESPAWN_DISPATCHER: must be 'embedded' or 'off'")
+    if not 1 <= int(values.get("dispatcher_threads", 4)) <= 64:
+        raise ConfigError("RESPAWN_DISPATCHER_THREADS: a whole number from 1 to 64")
     if isinstance(values.get("callback_tokens"), str):
         values["callback_tokens"] = (values["callback_tokens"],)
     if isinstance(values.get("api_tokens"), str):

@@ -42,7 +42,7 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     """Each web process runs its own dispatcher thread unless RESPAWN_DISPATCHER=off."""
     runtime = get_runtime(worker.wsgi)
     if runtime.settings.dispatcher == "embedded":
-        start_background(runtime)
+        start_background(runtime, dispatchers=runtime.settings.dispatcher_threads)
 
 
 def worker_exit(server, worker):  # type: ignore[no-untyped-def]

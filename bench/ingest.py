@@ -142,7 +142,10 @@ def baseline(name: str, database_url: str | None, log: Path) -> Any:
     return served(argv, env, log, port)
 
 
-def respawn(database_url: str, instance: Path, log: Path) -> Any:
+def respawn(
+    database_url: str, instance: Path, log: Path, extra: dict[str, str] | None = None
+) -> Any:
+    """`respawn serve` at its defaults on `database_url` (plus `extra` settings)."""
     port = free_port()
     env = _base_env()
     env.update(
@@ -151,7 +154,9 @@ def respawn(database_url: str, instance: Path, log: Path) -> Any:
         RESPAWN_CALLBACK_TOKENS=CALLBACK_TOKEN,
         RESPAWN_POLICY_FILE=str(POLICY),
         RESPAWN_LOG_LEVEL="WARNING",
+        RESPAWN_SPOOL_DIR=str(instance / "spool"),
     )
+    env.update(extra or {})
     argv = [
         sys.executable, "-m", "app.cli", "serve", "--bind", f"127.0.0.1:{port}",
     ]  # fmt: skip
