@@ -49,7 +49,9 @@ class Settings:
     retry_base_seconds: float = 5.0
     uncertain_retry_seconds: float = 60.0
     reconcile_accounts: tuple[str, ...] = ()
-    reconcile_max_pages: int = 3
+    reconcile_max_pages: int = 20
+    # How far back the reconciler looks for failures whose callbacks were lost.
+    reconcile_window: float = 6 * 3600.0
     policy_check_interval: float = 2.0
     secure_cookies: bool = True
     log_level: str = "INFO"
@@ -99,6 +101,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "RESPAWN_UNCERTAIN_RETRY_SECONDS": ("uncertain_retry_seconds", "float"),
     "RESPAWN_RECONCILE_ACCOUNTS": ("reconcile_accounts", "list"),
     "RESPAWN_RECONCILE_MAX_PAGES": ("reconcile_max_pages", "int"),
+    "RESPAWN_RECONCILE_WINDOW": ("reconcile_window", "float"),
     "RESPAWN_POLICY_CHECK_INTERVAL": ("policy_check_interval", "float"),
     "RESPAWN_SECURE_COOKIES": ("secure_cookies", "bool"),
     "RESPAWN_LOG_LEVEL": ("log_level", "str"),

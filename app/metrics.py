@@ -20,3 +20,7 @@ EVENTS_SPOOLED = Counter(
     "respawn_events_spooled_total", "Deliveries written to the spool while the database was away"
 )
 SPOOL_DEPTH = Gauge("respawn_spool_depth", "Deliveries in this process's spool, not yet stored")
+RECONCILE_CAPPED = Counter(
+    "respawn_reconcile_page_cap_total",
+    "Reconciler passes that stopped at the page cap before the window's start",
+)

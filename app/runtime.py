@@ -35,6 +35,9 @@ class Runtime:
         self._stop: Callable[[], None] | None = None
         self._intake: Intake | None = None
         self._intake_engine: Engine | None = None
+        self.notes: dict[str, str] = {}
+        """What the background found out about the Runner or itself that an operator should
+        know (shown on /readyz): an unsupported path, a reconciler page cap reached."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -87,6 +90,9 @@ class Runtime:
                         on_queued=self.wake_background,
                     )
         return self._intake
+
+    def note(self, key: str, text: str) -> None:
+        self.notes[key] = text
 
     # --- the background (dispatcher, reconciler) -------------------------------------------
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from app.core.users import save_user as _save_user
@@ -22,3 +24,16 @@ def transaction(app: Flask) -> Iterator[Session]:
 def save_user(app: Flask, name: str, role: str, password: str) -> bool:
     with transaction(app) as session:
         return _save_user(session, name, role, password)
+
+
+_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def sign_in(client: FlaskClient, name: str, password: str) -> None:
+    """Sign in to the admin UI as a browser would (the login form's CSRF token first)."""
+    found = _CSRF.search(client.get("/admin/login").get_data(as_text=True))
+    assert found, "no CSRF token on the login page"
+    response = client.post(
+        "/admin/login", data={"csrf_token": found.group(1), "name": name, "password": password}
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)

@@ -169,3 +169,18 @@ def document_deliveries(documents: Sequence[ExecutionDocument]) -> list[Delivery
             Delivery(document, redact(payload), delivery_key(document, payload), None)
         )
     return deliveries
+
+
+def parse_fetched(items: Sequence[Any]) -> tuple[list[Delivery], int]:
+    """Items respawn fetched itself (the status API): each one that reads is a delivery, the
+    others are counted and left out (one bad record must not hide the rest)."""
+    deliveries: list[Delivery] = []
+    skipped = 0
+    for raw in items:
+        try:
+            item = parse_item(raw)
+        except DocumentError:
+            skipped += 1
+            continue
+        deliveries.append(Delivery(item, redact(raw), delivery_key(item, raw), None))
+    return deliveries, skipped

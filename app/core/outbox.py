@@ -249,7 +249,7 @@ def _short(text: str) -> str:
 def _after_refusal(client: RunnerClient, claim: ClaimedRestart, error: RunnerError) -> CallResult:
     """400/404/409: find out from the Runner why the restart was refused."""
     try:
-        document = client.get_execution(claim.account, claim.job_id, claim.execution_id)
+        document = client.lookup_execution(claim.account, claim.job_id, claim.execution_id)
     except RunnerNotFound:
         return CallResult("gone", "not_needed", error.status_code, "execution no longer exists")
     except RunnerError as exc:
@@ -294,7 +294,7 @@ def send_restart(
     """
     try:
         client.ensure_token()
-        document = client.get_execution(claim.account, claim.job_id, claim.execution_id)
+        document = client.lookup_execution(claim.account, claim.job_id, claim.execution_id)
     except RunnerNotFound:
         return CallResult("gone", "not_needed", 404, "execution no longer exists")
     except RunnerError as exc:

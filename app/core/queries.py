@@ -6,6 +6,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,3 +241,19 @@ def stored_decisions(session: Session, execution: Execution) -> list[Decision]:
             select(Decision).where(Decision.execution_pk == execution.id).order_by(Decision.id)
         )
     )
+
+
+def latest_event_ms(session: Session, execution_ids: Sequence[str]) -> dict[str, int]:
+    """For each execution with status events stored, the latest event's timestamp."""
+    if not execution_ids:
+        return {}
+    rows = session.execute(
+        select(Event.execution_id, func.max(Event.event_ms))
+        .where(
+            Event.execution_id.in_(list(execution_ids)),
+            Event.kind == "event",
+            Event.event_ms.is_not(None),
+        )
+        .group_by(Event.execution_id)
+    )
+    return {execution_id: int(latest) for execution_id, latest in rows if latest is not None}

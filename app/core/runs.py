@@ -24,6 +24,7 @@ from app.runner.documents import (
     STATUS_RANK,
     ExecutionDocument,
     StatusEvent,
+    status_rank,
 )
 
 FINAL_RANK = 4
@@ -100,7 +101,7 @@ def set_status(
 ) -> None:
     """Apply a status at a run if it is ahead of the current position; never move back."""
     execution = state.execution
-    rank = STATUS_RANK[status]
+    rank = status_rank(status)
     run = state.run(session, run_index)
     if run_index > execution.run_index or (
         run_index == execution.run_index and rank > execution.status_rank
@@ -114,7 +115,7 @@ def set_status(
             execution.first_failure_at = min(at, dt.datetime.now(dt.UTC))
         if rank == FINAL_RANK and run_index > 0:
             record_restart_result(session, execution, run_index, status, at)
-    if rank > STATUS_RANK.get(run.status, 0):
+    if rank > status_rank(run.status):
         run.status = status
     execution.run_count = max(execution.run_count, run_index + 1)
 
@@ -209,7 +210,7 @@ def apply_document(
         if timer.end_ms is not None:
             run.end_ms, run.ended_at = timer.end_ms, ms_to_datetime(timer.end_ms)
             run.end_derived = False
-        if index < run_index and timer.end_ms is not None and STATUS_RANK[run.status] < FINAL_RANK:
+        if index < run_index and timer.end_ms is not None and status_rank(run.status) < FINAL_RANK:
             run.status = "FAILURE"  # only a failed run is restarted, so an earlier run failed
     if doc.repository_log is not None:
         execution.repository_log = redact(doc.repository_log)
@@ -269,7 +270,7 @@ def run_for_event(session: Session, state: ExecutionState, event: StatusEvent) -
         return index
     if index < current:
         return index  # walked back on purpose: a closing event of an earlier run
-    ended = STATUS_RANK.get(run.status, 0) >= FINAL_RANK or execution.status_rank >= FINAL_RANK
+    ended = status_rank(run.status) >= FINAL_RANK or execution.status_rank >= FINAL_RANK
     if not ended:
         return index
     if _closes(event, run.end_ms, ts) and not _has_result(session, state, index):

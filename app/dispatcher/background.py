@@ -71,7 +71,7 @@ def start_background(
     runtime: Runtime, dispatchers: int = 1, reconcile: bool = True
 ) -> Background | None:
     """Start this process's dispatcher (and reconciler) threads, if a Runner is configured."""
-    client = make_runner_client(runtime.settings)
+    client = make_runner_client(runtime.settings, on_note=runtime.note)
     if client is None:
         log.warning(
             "no Runner credentials (RESPAWN_RUNNER_TOKEN or USERNAME/PASSWORD): "

@@ -7,16 +7,18 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import islice
 
+from app import metrics
 from app.core.decisions import decide_failed_runs, undecided_failures
-from app.core.ingest import document_deliveries, ingest_and_decide
+from app.core.deliveries import Delivery, document_deliveries, parse_fetched
+from app.core.ingest import ingest_and_decide
 from app.core.jobs import jobs_to_fetch, record_job
-from app.core.queries import known_accounts
+from app.core.queries import known_accounts, latest_event_ms
 from app.db import refresh_planner_statistics, utcnow
 from app.runner.client import RunnerClient
-from app.runner.documents import ExecutionDocument
+from app.runner.documents import FAILED_STATUSES, ExecutionDocument
 from app.runner.errors import RunnerError
+from app.runner.listing import recent_executions
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,9 @@ class ReconcileReport:
     documents: int = 0
     stored: int = 0
     restarts_queued: int = 0
+    feeds_recovered: int = 0
     errors: list[str] = field(default_factory=list)
+    capped: list[str] = field(default_factory=list)
 
 
 class Reconciler:
@@ -50,28 +54,29 @@ class Reconciler:
 
     def run_once(self) -> ReconcileReport:
         report = ReconcileReport()
-        limit = self.settings.reconcile_max_pages * 100
+        since_ms = int((utcnow().timestamp() - self.settings.reconcile_window) * 1000)
         for account in self._accounts():
             report.accounts += 1
             try:
-                documents: list[ExecutionDocument] = list(
-                    islice(self.client.iter_account_executions(account, size=100), limit)
+                listing = recent_executions(
+                    self.client, account, since_ms, self.settings.reconcile_max_pages
                 )
             except RunnerError as exc:
                 report.errors.append(f"{account}: {exc}")
                 log.warning("reconciler: listing executions of %s failed: %s", account, exc)
                 continue
+            if listing.capped:
+                report.capped.append(account)
+                self._report_cap(account, listing.pages)
+            documents = listing.documents
             report.documents += len(documents)
             if not documents:
                 continue
+            deliveries = self._lost_feeds(documents, report) + document_deliveries(documents)
             policy = self.runtime.current_policy().policy
             with self.runtime.transaction() as session:
                 ingested = ingest_and_decide(
-                    session,
-                    document_deliveries(documents),
-                    utcnow(),
-                    policy,
-                    defer_unknown_jobs=True,
+                    session, deliveries, utcnow(), policy, defer_unknown_jobs=True
                 )
             report.stored += ingested.stored.accepted
             report.restarts_queued += ingested.decided.queued
@@ -81,6 +86,52 @@ class Reconciler:
         if report.restarts_queued and self.on_queued is not None:
             self.on_queued()
         return report
+
+    def _report_cap(self, account: str, pages: int) -> None:
+        text = (
+            f"account {account}: stopped at the page cap ({pages} pages, "
+            "RESPAWN_RECONCILE_MAX_PAGES) before the reconcile window's start; older "
+            "executions in the window were not checked"
+        )
+        log.warning("reconciler: %s", text)
+        metrics.RECONCILE_CAPPED.inc()
+        self.runtime.note("reconciler", text)
+
+    def _lost_feeds(
+        self, documents: list[ExecutionDocument], report: ReconcileReport
+    ) -> list[Delivery]:
+        """Status events of failures whose callbacks never came, read from the status API:
+        so a policy's message rules see the error text the callbacks would have carried."""
+        failed = [d for d in documents if d.status in FAILED_STATUSES and d.job_id]
+        if not failed:
+            return []
+        with self.runtime.reading() as session:
+            latest = latest_event_ms(session, [d.execution_id for d in failed])
+        recovered: list[Delivery] = []
+        for document in failed:
+            run_start = document.timers[-1].start_ms if document.timers else None
+            heard = latest.get(document.execution_id)
+            if heard is not None and (run_start is None or heard >= run_start):
+                continue  # its own feed arrived
+            try:
+                items = self.client.status_events(
+                    document.account_alias or "", document.job_id or "", document.execution_id
+                )
+            except RunnerError as exc:
+                log.warning(
+                    "reconciler: status events of %s unavailable: %s", document.execution_id, exc
+                )
+                continue
+            deliveries, skipped = parse_fetched(items)
+            if skipped:
+                log.warning(
+                    "reconciler: %d unreadable status events of %s left out",
+                    skipped,
+                    document.execution_id,
+                )
+            recovered.extend(deliveries)
+            report.feeds_recovered += 1
+        return recovered
 
     def decide_undecided(self) -> int:
         """Decide failures left for later (their job was unknown); return restarts queued."""

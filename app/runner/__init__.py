@@ -1,6 +1,6 @@
 """The Runner job service client (docs/runner.md)."""
 
-from app.runner.client import RunnerClient, iter_pages, jwt_expiry
+from app.runner.client import RunnerClient, jwt_expiry
 from app.runner.errors import (
     RunnerAuthError,
     RunnerBadResponse,
@@ -10,6 +10,7 @@ from app.runner.errors import (
     RunnerTimeout,
     RunnerUnavailable,
 )
+from app.runner.paging import iter_pages, parse_page
 from app.runner.resources import JobCallback, Page, RestartHost, RunnerJob
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "RunnerUnavailable",
     "iter_pages",
     "jwt_expiry",
+    "parse_page",
 ]

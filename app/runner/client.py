@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -31,6 +31,7 @@ from app.runner.errors import (
     RunnerUnavailable,
     message_from_body,
 )
+from app.runner.paging import iter_pages, parse_page
 from app.runner.resources import (
     Page,
     RestartHost,
@@ -66,6 +67,12 @@ def jwt_expiry(token: str) -> float | None:
     return None
 
 
+def _raw_event(item: Any) -> Mapping[str, Any]:
+    if not isinstance(item, Mapping):
+        raise RunnerBadResponse("a status event is not an object")
+    return item
+
+
 def _segment(value: str) -> str:
     return quote(str(value), safe="")
 
@@ -99,6 +106,7 @@ class RunnerClient:
         retry_backoff: float = 0.2,
         renew_margin: float = 300.0,
         sleep: Callable[[float], None] = time.sleep,
+        on_note: Callable[[str, str], None] | None = None,
     ) -> None:
         if not token and not (username and password):
             raise ValueError("the Runner client needs a token or a username and password")
@@ -121,6 +129,9 @@ class RunnerClient:
             if expiry is not None:
                 self._renew_at = self._renew_time(expiry)
         self.login_count = 0
+        self.on_note = on_note
+        """Told what respawn found out about this Runner (shown on /readyz)."""
+        self.execution_path_unsupported = False
 
     def __repr__(self) -> str:
         return f"RunnerClient(api_url={self._api_url!r}, username={self._username!r})"
@@ -193,6 +204,61 @@ class RunnerClient:
         self, account: str, size: int = MAX_PAGE_SIZE, max_pages: int = 1000
     ) -> Iterator[ExecutionDocument]:
         return iter_pages(lambda page: self.list_account_executions(account, page, size), max_pages)
+
+    def lookup_execution(
+        self, account: str, job_id: str, execution_id: str, max_pages: int = 20
+    ) -> ExecutionDocument:
+        """The execution, checked before and after a restart (docs/runner.md).
+
+        Its own path (`GET .../executions/{id}`) is known from one SDK only. A 404 there is
+        confirmed in the job's executions list before it means "gone"; when the list shows
+        the execution, the path is taken as unsupported and the list answers from then on
+        (noted once in the log and on /readyz). RunnerNotFound when the list lacks it too.
+        """
+        if not self.execution_path_unsupported:
+            try:
+                return self.get_execution(account, job_id, execution_id)
+            except RunnerNotFound:
+                pass
+        found = self.find_in_job_executions(account, job_id, execution_id, max_pages)
+        if found is None:
+            raise RunnerNotFound(
+                "the execution is in neither its own path nor the job's executions list",
+                status_code=404,
+                operation="look up execution",
+            )
+        if not self.execution_path_unsupported:
+            self.execution_path_unsupported = True
+            text = "GET .../executions/{id} answers 404: verifying executions by listing"
+            log.warning("Runner: %s", text)
+            self._note("execution_path", text)
+        return found
+
+    def find_in_job_executions(
+        self, account: str, job_id: str, execution_id: str, max_pages: int = 20
+    ) -> ExecutionDocument | None:
+        for document in self.iter_job_executions(account, job_id, max_pages=max_pages):
+            if document.execution_id == execution_id:
+                return document
+        return None
+
+    def status_events(
+        self, account: str, job_id: str, execution_id: str, max_pages: int = 20
+    ) -> list[Mapping[str, Any]]:
+        """An execution's status events from the status API, raw (a bare array or pages)."""
+        path = self._path("status", account, "job", job_id, "execution", execution_id)
+
+        def fetch(page: int) -> Page[Mapping[str, Any]]:
+            data = self._call(
+                "GET", path, "list status events", params={"page": page, "size": MAX_PAGE_SIZE}
+            )
+            return parse_page(data, page, MAX_PAGE_SIZE, _raw_event, "list status events")
+
+        return list(iter_pages(fetch, max_pages))
+
+    def _note(self, key: str, text: str) -> None:
+        if self.on_note is not None:
+            self.on_note(key, text)
 
     def get_job(self, account: str, job_id: str) -> RunnerJob:
         data = self._call("GET", self._path("jobs", account, job_id), "get job")
@@ -490,52 +556,3 @@ class RunnerClient:
             raise ValueError(f"page must be >= 0 and size 1..{MAX_PAGE_SIZE}")
         data = self._call("GET", path, label, params={"page": page, "size": size})
         return parse_page(data, page, size, lambda item: self._execution(item, label), label)
-
-
-def parse_page(
-    data: Any,
-    page: int,
-    size: int,
-    parse_item: Callable[[Any], T],
-    label: str = "list",
-) -> Page[T]:
-    """`{totalSize, page, size, results}` or a bare array; unparseable items are skipped."""
-    total: int | None = None
-    if isinstance(data, list):
-        raw_items = data
-    elif isinstance(data, Mapping) and isinstance(data.get("results"), list):
-        raw_items = data["results"]
-        total = _count(data.get("totalSize"))
-        page = _count(data.get("page"), page)
-        size = _count(data.get("size"), size) or size
-    else:
-        raise RunnerBadResponse("expected a page of results", operation=label)
-    items: list[T] = []
-    skipped = 0
-    for raw in raw_items:
-        try:
-            items.append(parse_item(raw))
-        except RunnerBadResponse as exc:
-            skipped += 1
-            log.warning("skipping an item of %s: %s", label, exc.message)
-    return Page(tuple(items), page, size, total, skipped)
-
-
-@overload
-def _count(value: Any) -> int | None: ...
-@overload
-def _count(value: Any, default: int) -> int: ...
-def _count(value: Any, default: int | None = None) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return default
-
-
-def iter_pages(fetch: Callable[[int], Page[T]], max_pages: int = 1000) -> Iterator[T]:
-    """Every item of a paged list, page after page, until a short or final page."""
-    for number in range(max_pages):
-        page = fetch(number)
-        yield from page.items
-        if page.is_last or not (page.items or page.skipped):
-            return
-    log.warning("stopped paging after %d pages", max_pages)

@@ -26,9 +26,14 @@ STATUSES = (
     "STOPPED",
     "KILLING",
     "KILLED",
+    # Not in the published list; the Runner's UI code knows it: a run stopped by the job's
+    # executionTtl (docs/runner.md).
+    "EXPIRED",
 )
 FAILED_STATUSES = frozenset({"FAILURE", "INIT_FAILURE"})
-FINAL_STATUSES = frozenset({"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED"})
+FINAL_STATUSES = frozenset(
+    {"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED", "EXPIRED"}
+)
 
 # Where a status sits within one run; a later run always outranks an earlier one.
 STATUS_RANK = {
@@ -42,12 +47,28 @@ STATUS_RANK = {
     "INIT_FAILURE": 4,
     "STOPPED": 4,
     "KILLED": 4,
+    "EXPIRED": 4,
 }
+UNKNOWN_RANK = 3
+"""A status respawn does not know (one the Runner added later): after a running one, before
+a final one. It is stored as given, shown as unknown, and never taken for a failure."""
+MAX_STATUS_LENGTH = 32
+
+
+def status_rank(status: str) -> int:
+    return STATUS_RANK.get(status, UNKNOWN_RANK)
+
+
+def is_known_status(status: str | None) -> bool:
+    return status in STATUS_RANK
+
 
 MAX_ID_LENGTH = 128
 MAX_HOSTS = 10_000
 # Epoch milliseconds between 1970 and 9999, so a datetime can always be built from it.
 MAX_EPOCH_MS = 253_402_300_799_999
+# Below this an epoch time is in seconds: 10^11 ms is 1973, 10^11 s is the year 5138.
+SECONDS_BELOW = 100_000_000_000
 
 
 class DocumentError(ValueError):
@@ -100,9 +121,13 @@ class StatusEvent:
 
 
 class _EpochMillis(fields.Field[int]):
-    """Epoch milliseconds: an integer, or a float or numeric string holding one."""
+    """An epoch time as milliseconds: an integer, or a float or numeric string holding one.
 
-    default_error_messages = {"invalid": "Not a valid epoch time in milliseconds."}
+    Timers are published in milliseconds; the unit of a status event's `timestamp` is not
+    published, so seconds are accepted too, told apart by magnitude (`SECONDS_BELOW`).
+    """
+
+    default_error_messages = {"invalid": "Not a valid epoch time in milliseconds or seconds."}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool):
@@ -112,13 +137,10 @@ class _EpochMillis(fields.Field[int]):
                 value = float(value)
             except ValueError as exc:
                 raise self.make_error("invalid") from exc
-        if isinstance(value, int):
-            number = value
-        elif isinstance(value, float) and math.isfinite(value):
-            number = int(value)
-        else:
+        if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
             raise self.make_error("invalid")
-        if not 0 <= number <= MAX_EPOCH_MS:
+        number = round(value * 1000) if 0 < value < SECONDS_BELOW else int(value)
+        if number > MAX_EPOCH_MS:
             raise self.make_error("invalid")
         return number
 
@@ -138,16 +160,24 @@ class _Identifier(fields.Field[str]):
 
 
 class _Status(fields.Field[str]):
-    default_error_messages = {"invalid": "Not a known execution status."}
+    """A status, compared case-insensitively; one respawn does not know is kept as given
+    (upper-cased, at most `MAX_STATUS_LENGTH` characters): a callback is never refused for
+    its status value, since the Runner never sends it again."""
+
+    default_error_messages = {"invalid": "Not an execution status."}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        if not isinstance(value, str) or value.strip().upper() not in STATUSES:
+        if isinstance(value, bool) or not isinstance(value, str | int):
             raise self.make_error("invalid")
-        return value.strip().upper()
+        text = "".join(c for c in str(value).strip().upper() if c.isprintable())
+        if not text:
+            raise self.make_error("invalid")
+        return text[:MAX_STATUS_LENGTH]
 
 
 class _HostList(fields.Field[list[str]]):
-    """`failed_hosts`: a list of scalars (the published example holds `[0]`)."""
+    """`failed_hosts`: a list of scalars; the number 0 is the published examples'
+    placeholder, not a host."""
 
     default_error_messages = {"invalid": "Not a list of host ids."}
 
@@ -162,6 +192,8 @@ class _HostList(fields.Field[list[str]]):
                 item = item["id"]
             if isinstance(item, bool) or not isinstance(item, str | int | float):
                 raise self.make_error("invalid")
+            if isinstance(item, int | float) and item == 0:
+                continue  # the published placeholder `[0]`: no host at all (docs/runner.md)
             host = str(item).strip()[:255]
             if host:
                 hosts.setdefault(host)

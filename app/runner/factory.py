@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import requests
 
 from app.config import Settings
 from app.runner.client import RunnerClient
 
 
-def make_runner_client(settings: Settings) -> RunnerClient | None:
+def make_runner_client(
+    settings: Settings, on_note: Callable[[str, str], None] | None = None
+) -> RunnerClient | None:
     """The Runner client from the settings, or None when no credentials are configured."""
     if not settings.runner_configured:
         return None
@@ -23,4 +27,5 @@ def make_runner_client(settings: Settings) -> RunnerClient | None:
         token=settings.runner_token,
         connect_timeout=settings.runner_connect_timeout,
         read_timeout=settings.runner_read_timeout,
+        on_note=on_note,
     )

@@ -19,7 +19,7 @@ class StubClient:
     def ensure_token(self) -> None:
         pass
 
-    def get_execution(self, *_args: Any) -> ExecutionDocument:
+    def lookup_execution(self, *_args: Any) -> ExecutionDocument:
         return ExecutionDocument(
             "e1", "j1", "A", "FAILURE", (Timer(1, 2),), ("web1",), None, False, None
         )

@@ -56,6 +56,9 @@ def readyz() -> Response:
         ready = False
     checks["policy"] = _policy_status()
     checks["intake"] = _intake_status(checks["database"] == "ok")
+    notes = get_runtime().notes
+    if notes:
+        checks["notes"] = dict(notes)
     response = jsonify({"ready": ready, "checks": checks})
     response.status_code = 200 if ready else 503
     return response
