@@ -24,7 +24,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     settings = _configure(app, config)
     extensions.init_app(app, Runtime.from_settings(settings))
-    register_web(app)
+    register_web(app, settings)
     configure_logging(settings.log_level)
     return app
 
@@ -44,5 +44,8 @@ def _configure(app: Flask, config: Mapping[str, Any] | Settings | None) -> Setti
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         JSON_SORT_KEYS=False,
+        # Requests naming another host are refused (400) before any view sees them, so no
+        # redirect is ever built from a host a client made up.
+        TRUSTED_HOSTS=list(settings.allowed_hosts) or None,
     )
     return settings

@@ -6,6 +6,7 @@ secrets). Required settings that are missing stop the service with a message tha
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -54,12 +55,22 @@ class Settings:
     reconcile_window: float = 6 * 3600.0
     policy_check_interval: float = 2.0
     secure_cookies: bool = True
+    # Admin UI sessions end after this long without use, and after this long in any case.
+    session_idle: float = 12 * 3600.0
+    session_lifetime: float = 7 * 24 * 3600.0
     log_level: str = "INFO"
     # The front door: answer callbacks once stored ("durable") or once also applied
     # ("processed"); how long a callback waits for the database before it is spooled.
     callback_ack: str = "durable"
     intake_timeout: float = 1.0
     spool_dir: str = "instance/spool"
+    # Reverse proxies whose X-Forwarded-* headers are believed (CIDRs), and how many deep.
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_hops: int = 1
+    # Only these networks may post callbacks (CIDRs; empty: anyone with the token).
+    callback_allow_from: tuple[str, ...] = ()
+    # Host names the service answers to (empty: any); redirects are built from them.
+    allowed_hosts: tuple[str, ...] = ()
     testing: bool = False
 
     @property
@@ -104,6 +115,12 @@ _ENV: dict[str, tuple[str, str]] = {
     "RESPAWN_RECONCILE_WINDOW": ("reconcile_window", "float"),
     "RESPAWN_POLICY_CHECK_INTERVAL": ("policy_check_interval", "float"),
     "RESPAWN_SECURE_COOKIES": ("secure_cookies", "bool"),
+    "RESPAWN_SESSION_IDLE": ("session_idle", "float"),
+    "RESPAWN_TRUSTED_PROXIES": ("trusted_proxies", "list"),
+    "RESPAWN_PROXY_HOPS": ("proxy_hops", "int"),
+    "RESPAWN_CALLBACK_ALLOW_FROM": ("callback_allow_from", "list"),
+    "RESPAWN_ALLOWED_HOSTS": ("allowed_hosts", "list"),
+    "RESPAWN_SESSION_LIFETIME": ("session_lifetime", "float"),
     "RESPAWN_LOG_LEVEL": ("log_level", "str"),
     "RESPAWN_CALLBACK_ACK": ("callback_ack", "str"),
     "RESPAWN_INTAKE_TIMEOUT": ("intake_timeout", "float"),
@@ -192,11 +209,28 @@ def load_settings(
         raise ConfigError("RESPAWN_DISPATCHER_THREADS: a whole number from 1 to 64")
     if isinstance(values.get("callback_tokens"), str):
         values["callback_tokens"] = (values["callback_tokens"],)
-    if isinstance(values.get("api_tokens"), str):
-        values["api_tokens"] = (values["api_tokens"],)
+    for key in ("api_tokens", "trusted_proxies", "callback_allow_from", "allowed_hosts"):
+        if isinstance(values.get(key), str):
+            values[key] = (values[key],)
     for token in values["callback_tokens"]:
         if len(token) < 16:
             raise ConfigError("RESPAWN_CALLBACK_TOKENS: each token needs at least 16 characters")
+    for token in values.get("api_tokens", ()):
+        if len(token) < 16:
+            raise ConfigError("RESPAWN_API_TOKENS: each token needs at least 16 characters")
+    if len(values["secret_key"]) < 32:
+        raise ConfigError("RESPAWN_SECRET_KEY: needs at least 32 characters (a random string)")
+    for name, key in (
+        ("RESPAWN_TRUSTED_PROXIES", "trusted_proxies"),
+        ("RESPAWN_CALLBACK_ALLOW_FROM", "callback_allow_from"),
+    ):
+        for value in values.get(key, ()):
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ConfigError(f"{name}: {value!r} is not an address or a CIDR") from None
+    if not 1 <= int(values.get("proxy_hops", 1)) <= 5:
+        raise ConfigError("RESPAWN_PROXY_HOPS: a whole number from 1 to 5")
     lease = float(values.get("lease_seconds", Settings.lease_seconds))
     call = float(values.get("runner_connect_timeout", Settings.runner_connect_timeout)) + float(
         values.get("runner_read_timeout", Settings.runner_read_timeout)

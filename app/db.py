@@ -22,6 +22,7 @@ from sqlalchemy import JSON, DateTime, Insert, MetaData, Select, Table, create_e
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
@@ -175,7 +176,13 @@ def make_engine(url: str, lock_timeout: float = 30.0, **kwargs: Any) -> Engine:
                 return
             if writers is not None:
                 if not writers.acquire(lock_timeout):
-                    raise sqlite3.OperationalError("database is locked (writer queue)")
+                    # As SQLite says it when its own busy timeout runs out, so callers treat
+                    # both the same way.
+                    raise OperationalError(
+                        "BEGIN IMMEDIATE",
+                        None,
+                        sqlite3.OperationalError("database is locked (writer queue)"),
+                    )
                 connection.info[_HOLDS_WRITER] = writers
             try:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -17,8 +17,11 @@ worker_class = "app.serving.HeadFirstWorker"
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
-# A proxy in front sets X-Forwarded-*; trust it only from these addresses.
-forwarded_allow_ips = os.environ.get("RESPAWN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+# A proxy in front sets X-Forwarded-*; believe it only from these networks, the same list
+# the app uses for client addresses (app/web/proxy.py). None by default.
+forwarded_allow_ips = os.environ.get("RESPAWN_TRUSTED_PROXIES", "")
+# No control socket: a second instance on the machine could take over one shared path.
+control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 limit_request_line = 8190

@@ -278,9 +278,23 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))  # "viewer" | "operator"
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Part of every session's identity: raising it ends all of the user's sessions at once
+    # (sign-out, a new password, `respawn user disable`).
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LoginFailure(Base):
+    """A failed sign-in, counted per client address and per (user name, address) pair over a
+    sliding window; in the database, so the throttle holds across workers and nodes."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "failed_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(400))
+    failed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class AuditEntry(Base):

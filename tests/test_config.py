@@ -12,10 +12,11 @@ BASE = {"RESPAWN_SECRET_KEY": "s" * 32, "RESPAWN_CALLBACK_TOKENS": "a" * 20}
 
 
 def test_defaults_and_lists() -> None:
-    settings = load_settings({**BASE, "RESPAWN_API_TOKENS": " x1, ,x2 "}, instance_path="/tmp/i")
+    tokens = " api-token-one-0123, ,api-token-two-0123 "
+    settings = load_settings({**BASE, "RESPAWN_API_TOKENS": tokens}, instance_path="/tmp/i")
 
     assert settings.database_url == "sqlite:////tmp/i/respawn.db"
-    assert settings.api_tokens == ("x1", "x2")
+    assert settings.api_tokens == ("api-token-one-0123", "api-token-two-0123")
     assert settings.dispatcher == "embedded"
     assert settings.policy_file == "policy.yaml"
     assert settings.runner_api_url == "https://api.runner.ctl.io"
@@ -31,7 +32,7 @@ def test_required_settings_are_named(missing: str) -> None:
 
 
 def test_secrets_come_from_files(tmp_path: Path) -> None:
-    (tmp_path / "key").write_text("file-secret-key\n")
+    (tmp_path / "key").write_text("file-secret-key-0123456789abcdef0123\n")
     (tmp_path / "pw").write_text("runner-pass")
 
     settings = load_settings(
@@ -43,10 +44,12 @@ def test_secrets_come_from_files(tmp_path: Path) -> None:
         }
     )
 
-    assert settings.secret_key == "file-secret-key"
+    assert settings.secret_key == "file-secret-key-0123456789abcdef0123"
     assert settings.runner_password == "runner-pass"
     assert settings.runner_configured is True
-    assert "runner-pass" not in repr(settings) and "file-secret-key" not in repr(settings)
+    assert "runner-pass" not in repr(
+        settings
+    ) and "file-secret-key-0123456789abcdef0123" not in repr(settings)
 
 
 def test_unreadable_secret_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -74,3 +77,31 @@ def test_database_url_alone_for_migrations(tmp_path: Path) -> None:
         "postgresql://x/y"
     )
     assert database_url_from_env(str(tmp_path / "inst"), {}).endswith("inst/respawn.db")
+
+
+@pytest.mark.parametrize(
+    ("extra", "complaint"),
+    [
+        ({"RESPAWN_SECRET_KEY": "k" * 31}, "RESPAWN_SECRET_KEY: needs at least 32"),
+        ({"RESPAWN_API_TOKENS": "a" * 15}, "RESPAWN_API_TOKENS: each token needs at least 16"),
+        ({"RESPAWN_CALLBACK_TOKENS": "c" * 15}, "RESPAWN_CALLBACK_TOKENS: each token"),
+        ({"RESPAWN_TRUSTED_PROXIES": "10.0.0.0/8,proxy"}, "RESPAWN_TRUSTED_PROXIES: 'proxy'"),
+        ({"RESPAWN_CALLBACK_ALLOW_FROM": "300.1.1.1"}, "RESPAWN_CALLBACK_ALLOW_FROM"),
+        ({"RESPAWN_PROXY_HOPS": "0"}, "RESPAWN_PROXY_HOPS"),
+    ],
+)
+def test_weak_or_malformed_security_settings_are_refused(
+    extra: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        load_settings({**BASE, **extra})
+
+
+def test_network_settings_are_lists() -> None:
+    settings = load_settings(
+        {**BASE, "RESPAWN_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.5",
+         "RESPAWN_ALLOWED_HOSTS": "respawn.example.com,localhost"}
+    )  # fmt: skip
+
+    assert settings.trusted_proxies == ("10.0.0.0/8", "192.168.1.5")
+    assert settings.allowed_hosts == ("respawn.example.com", "localhost")

@@ -153,10 +153,14 @@ class Intake:
     def _write_loop(self) -> None:
         while True:
             tickets, stop = _take(self._incoming, REPLAY_SECONDS)
-            if tickets:
-                self._write(tickets)
-            elif self.spool.has_records:
-                self._replay_own()  # quiet now: store what was spooled once the database is back
+            try:
+                if tickets:
+                    self._write(tickets)
+                elif self.spool.has_records:
+                    self._replay_own()  # quiet now: store what was spooled once it is back
+            except Exception:
+                log.exception("the intake writer failed a batch")
+                _fail([t for t in tickets if not t.durable.is_set()])
             if stop:
                 self._stored.put(None)
                 return
@@ -247,10 +251,13 @@ class Intake:
     def _process_loop(self) -> None:
         while True:
             tickets, stop = _take(self._stored, SWEEP_SECONDS)
-            if tickets:
-                self._process(tickets)
-            elif not stop:
-                self._sweep()
+            try:
+                if tickets:
+                    self._process(tickets)
+                elif not stop:
+                    self._sweep()
+            except Exception:
+                log.exception("the intake processor failed; pending deliveries stay pending")
             if stop:
                 return
 

@@ -31,9 +31,7 @@ STATUSES = (
     "EXPIRED",
 )
 FAILED_STATUSES = frozenset({"FAILURE", "INIT_FAILURE"})
-FINAL_STATUSES = frozenset(
-    {"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED", "EXPIRED"}
-)
+FINAL_STATUSES = frozenset({"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED", "EXPIRED"})
 
 # Where a status sits within one run; a later run always outranks an earlier one.
 STATUS_RANK = {

@@ -59,9 +59,7 @@ def page_order(documents: Sequence[ExecutionDocument]) -> str:
     return "unknown"
 
 
-def recent_executions(
-    client: RunnerClient, account: str, since_ms: int, max_pages: int
-) -> Listing:
+def recent_executions(client: RunnerClient, account: str, since_ms: int, max_pages: int) -> Listing:
     first = client.list_account_executions(account, page=0)
     found = _recent(first.items, since_ms)
     order = page_order(first.items)

@@ -227,6 +227,8 @@ def _server_app(tmp: Path, sqlite_template: Path) -> Flask:
             "policy_check_interval": 0.0,
             "secure_cookies": False,
             "log_level": "WARNING",
+            "callback_ack": "processed",  # the seeding reads back what it posted
+            "spool_dir": str(tmp / "spool"),
         }
     )
     app.config["ADMIN_REFRESH_SECONDS"] = 1

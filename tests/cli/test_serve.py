@@ -56,11 +56,13 @@ def test_upgrade_then_serve_with_gunicorn(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESPAWN_")}
     env.update(
         RESPAWN_DATABASE_URL=f"sqlite:///{tmp_path / 'served.db'}",
-        RESPAWN_SECRET_KEY="serve-test-secret",
+        RESPAWN_SECRET_KEY="serve-test-secret-key-0123456789abcdef",
         RESPAWN_CALLBACK_TOKENS=TOKEN,
         RESPAWN_API_TOKENS=API,
         RESPAWN_POLICY_FILE=str(PROJECT / "policy.yaml"),
         RESPAWN_DISPATCHER="off",
+        RESPAWN_CALLBACK_ACK="processed",  # so the listing right after shows the callback
+        RESPAWN_SPOOL_DIR=str(tmp_path / "spool"),
         PYTHONPATH=str(PROJECT),
     )
     upgraded = run_cli(env, "db", "upgrade")

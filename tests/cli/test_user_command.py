@@ -18,7 +18,7 @@ from tests.helpers import transaction
 def env(database_url: str, policy_file: Path) -> dict[str, str]:
     return {
         "RESPAWN_DATABASE_URL": database_url,
-        "RESPAWN_SECRET_KEY": "user-command-secret",
+        "RESPAWN_SECRET_KEY": "user-command-secret-key-0123456789abcdef",
         "RESPAWN_CALLBACK_TOKENS": CALLBACK_TOKEN,
         "RESPAWN_POLICY_FILE": str(policy_file),
         "RESPAWN_DISPATCHER": "off",

@@ -142,7 +142,7 @@ def worker_env(
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESPAWN_")}
     env.update(
         RESPAWN_DATABASE_URL=database_url,
-        RESPAWN_SECRET_KEY="worker-test-secret-key",
+        RESPAWN_SECRET_KEY="worker-test-secret-key-0123456789abcdef",
         RESPAWN_CALLBACK_TOKENS=CALLBACK_TOKEN,
         RESPAWN_POLICY_FILE=str(policy_file),
         RESPAWN_RUNNER_API_URL=sim.url,

@@ -194,3 +194,26 @@ def test_the_readiness_check_and_metrics_show_the_spool(
     scrape = client.get("/metrics").get_data(as_text=True)
     assert "respawn_spool_depth 2.0" in scrape
     assert "respawn_events_spooled_total" in scrape
+
+
+def test_the_writer_and_processor_outlive_a_failing_batch(
+    durable: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_store = intake_module.store
+    calls = {"n": 0}
+
+    def flaky_store(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug in this one batch")
+        return real_store(*args, **kwargs)
+
+    monkeypatch.setattr(intake_module, "store", flaky_store)
+    client = durable.test_client()
+
+    first = client.post(URL, json=event("runner_on_ok", T0, "web1", execution_id="exec-a"))
+    second = client.post(URL, json=event("runner_on_ok", T0, "web1", execution_id="exec-b"))
+
+    assert first.status_code == 503  # not stored: the sender is told so
+    assert second.status_code == 202  # the writer is still there
+    eventually(lambda: counts(durable) == {"events": 1, "pending": 0, "decisions": 0}, "exec-b")

@@ -34,6 +34,7 @@ def test_readyz_says_unready_when_the_database_is_down(
             "testing": True,
             "policy_file": str(policy_file),
             "log_level": "WARNING",
+            "spool_dir": str(tmp_path / "spool"),
         }
     )
     try:

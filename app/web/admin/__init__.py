@@ -13,19 +13,18 @@ from flask import Flask, g
 from flask_login import LoginManager
 
 from app.extensions import get_session
-from app.web.admin.auth import THROTTLE, AddressThrottle, AdminUser, csrf, load_user
+from app.web.admin.auth import AdminUser, csrf, load_user
 from app.web.admin.format import register_filters
 from app.web.admin.views import bp, unauthorized
 
 DEFAULTS: dict[str, Any] = {
-    # Failed logins in a row before an account is locked, and the first lock's length.
-    "ADMIN_LOGIN_MAX_FAILURES": 5,
-    "ADMIN_LOGIN_LOCK_SECONDS": 30.0,
+    # Failed sign-ins for one name from one address, and from one address for any names,
+    # within the window, before that pair or address must wait (app.core.users.Throttle).
+    "ADMIN_LOGIN_MAX_PER_NAME": 5,
+    "ADMIN_LOGIN_MAX_PER_ADDRESS": 20,
+    "ADMIN_LOGIN_WINDOW_SECONDS": 900.0,
     # Every refused login also waits this long (0 in tests, set by init_admin).
     "ADMIN_LOGIN_FAILURE_DELAY": 0.3,
-    # Failed logins from one address (any user names) within the window before it must wait.
-    "ADMIN_LOGIN_MAX_PER_ADDRESS": 20,
-    "ADMIN_LOGIN_ADDRESS_WINDOW": 600.0,
     "ADMIN_PAGE_SIZE": 50,
     "ADMIN_REFRESH_SECONDS": 5,
     # Checked only where the admin blueprint asks; a session-long token, so a page left
@@ -41,10 +40,6 @@ def init_admin(app: Flask) -> None:
     if app.testing:
         app.config["ADMIN_LOGIN_FAILURE_DELAY"] = 0.0
     csrf.init_app(app)
-    app.extensions[THROTTLE] = AddressThrottle(
-        int(app.config["ADMIN_LOGIN_MAX_PER_ADDRESS"]),
-        float(app.config["ADMIN_LOGIN_ADDRESS_WINDOW"]),
-    )
 
     login_manager = LoginManager()
     login_manager.session_protection = "basic"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -30,11 +31,17 @@ from app.core.operator import cancel_restart, manual_restart, pause_automatic, r
 from app.core.policy_source import LoadedPolicy
 from app.core.queries import ExecutionFilters
 from app.core.stats import pause_of
-from app.core.users import sign_in
+from app.core.users import Throttle, end_sessions, sign_in
 from app.db import utcnow
-from app.extensions import current_policy, get_session, policy_source, wake_dispatcher
+from app.extensions import (
+    current_policy,
+    get_session,
+    get_settings,
+    policy_source,
+    wake_dispatcher,
+)
 from app.web.admin import pages
-from app.web.admin.auth import AdminUser, admin_user, csrf, login_throttle
+from app.web.admin.auth import AdminUser, admin_user, csrf
 from app.web.admin.format import human_duration
 from app.web.admin.forms import (
     ConfirmForm,
@@ -49,6 +56,7 @@ from app.web.admin.forms import (
     errors_text,
 )
 from app.web.errors import Forbidden, Unauthorized
+from app.web.proxy import client_address
 
 bp = Blueprint(
     "admin",
@@ -60,28 +68,24 @@ bp = Blueprint(
 )
 
 PUBLIC_ENDPOINTS = frozenset({"admin.login", "admin.static"})
+SIGNED_IN_AT = "respawn_signed_in_at"
+SEEN_AT = "respawn_seen_at"
+SEEN_RESOLUTION = 60.0
+"""Seconds between refreshes of a session's last-seen time (each one rewrites the cookie)."""
 ACTION_ERRORS = (Conflict, Invalid, NotFound)
-
-_CSP = "; ".join(
-    (
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-        "base-uri 'none'",
-        "object-src 'none'",
-    )
-)
-
 
 # --- access -------------------------------------------------------------------------------
 
 
 @bp.before_request
 def _guard() -> BaseResponse | None:
+    if current_user.is_authenticated and request.endpoint != "admin.static":
+        ended = _session_ended()
+        if ended is not None:
+            logout_user()
+            cookie_session.clear()
+            flash(ended, "info")
+            return unauthorized()
     if request.endpoint not in PUBLIC_ENDPOINTS and not current_user.is_authenticated:
         return unauthorized()
     if request.method == "POST":
@@ -91,10 +95,7 @@ def _guard() -> BaseResponse | None:
 
 @bp.after_request
 def _headers(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", _CSP)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
+    # The security headers every answer gets are set app-wide (app/web/__init__.py).
     if request.endpoint != "admin.static":
         response.headers["Cache-Control"] = "no-store"
         response.vary.add("HX-Request")
@@ -186,43 +187,37 @@ def login() -> BaseResponse | tuple[str, int]:
         return redirect(safe_next(request.args.get("next")))
     form = LoginForm(next=request.args.get("next", ""))
     status = 200
-    throttle = login_throttle()
-    address = request.remote_addr or "unknown"
-    wait = throttle.wait_seconds(address) if request.method == "POST" else 0.0
-    if wait > 0:
-        flash(
-            f"Too many failed sign-ins from this address. Try again in {human_duration(wait)}.",
-            "error",
-        )
-        form.password.data = ""
-        return render_template("admin/login.html", form=form), 429
     if form.validate_on_submit():
         session = get_session()
         now = utcnow()
         config = current_app.config
+        throttle = Throttle(
+            per_address=int(config["ADMIN_LOGIN_MAX_PER_ADDRESS"]),
+            per_name=int(config["ADMIN_LOGIN_MAX_PER_NAME"]),
+            window=dt.timedelta(seconds=float(config["ADMIN_LOGIN_WINDOW_SECONDS"])),
+        )
         result = sign_in(
             session,
             form.name.data.strip(),
             form.password.data,
+            client_address(),
             now,
-            int(config["ADMIN_LOGIN_MAX_FAILURES"]),
-            float(config["ADMIN_LOGIN_LOCK_SECONDS"]),
+            throttle,
         )
         session.commit()
         if result.user is not None:
-            throttle.succeeded(address)
             cookie_session.clear()  # a fresh session: nothing from before the login carries over
             login_user(admin_user(result.user))
+            cookie_session[SIGNED_IN_AT] = cookie_session[SEEN_AT] = now.timestamp()
             return redirect(safe_next(form.next.data))
-        throttle.failed(address)
         delay = float(config["ADMIN_LOGIN_FAILURE_DELAY"])
         if delay > 0:
             time.sleep(delay)
-        if result.locked_seconds:
+        if result.wait_seconds:
             status = 429
+            # The same words whether the name exists or not.
             flash(
-                "Too many failed sign-ins for this user. Try again in "
-                f"{human_duration(result.locked_seconds)}.",
+                f"Too many failed sign-ins. Try again in {human_duration(result.wait_seconds)}.",
                 "error",
             )
         else:
@@ -236,10 +231,31 @@ def login() -> BaseResponse | tuple[str, int]:
 
 @bp.post("/logout")
 def logout() -> BaseResponse:
+    user = _user()
+    session = get_session()
+    end_sessions(session, user.id, utcnow())  # every session of this user, wherever it is
+    session.commit()
     logout_user()
     cookie_session.clear()
     flash("Signed out.", "info")
     return redirect(url_for("admin.login"))
+
+
+def _session_ended() -> str | None:
+    """Why the signed-in session is over (idle or too old), or None when it goes on."""
+    settings = get_settings()
+    now = utcnow().timestamp()
+    signed_in = cookie_session.get(SIGNED_IN_AT)
+    seen = cookie_session.get(SEEN_AT)
+    if not isinstance(signed_in, int | float) or not isinstance(seen, int | float):
+        return "Your session has ended. Please sign in again."
+    if now - signed_in > settings.session_lifetime:
+        return "Your session reached its maximum length. Please sign in again."
+    if now - seen > settings.session_idle:
+        return "Your session ended after a while without use. Please sign in again."
+    if now - seen > SEEN_RESOLUTION:
+        cookie_session[SEEN_AT] = now
+    return None
 
 
 # --- pages --------------------------------------------------------------------------------

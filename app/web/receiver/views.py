@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import cache
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -20,10 +21,17 @@ from app.web.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from app.web.proxy import Network, client_address, in_networks, parse_networks
 from app.web.receiver import signatures
 
 bp = Blueprint("receiver", __name__)
 log = logging.getLogger(__name__)
+
+
+@cache
+def callback_networks(values: tuple[str, ...]) -> tuple[Network, ...]:
+    return parse_networks(values)
+
 
 # Beyond the intake's own database timeout: the spool's fsync, the batch ahead of this one.
 ANSWER_GRACE = 5.0
@@ -69,7 +77,13 @@ def _read_json_body() -> tuple[Any, bytes]:
 
 @bp.post("/callbacks/<token>")
 def receive_callback(token: str) -> Response:
-    if not token_known(token, get_settings().callback_tokens):
+    settings = get_settings()
+    if settings.callback_allow_from and not in_networks(
+        client_address(), callback_networks(settings.callback_allow_from)
+    ):
+        metrics.CALLBACKS.labels(outcome="not_allowed").inc()
+        raise NotFound("no such callback")  # the same answer as a wrong token: nothing to probe
+    if not token_known(token, settings.callback_tokens):
         metrics.CALLBACKS.labels(outcome="unknown_token").inc()
         raise NotFound("no such callback")
     body, raw = _read_json_body()

@@ -29,10 +29,8 @@ from app.models import (
     Pause,
     Restart,
     RestartAttempt,
-    User,
 )
 from app.policy import HostLimit, quarantined_until
-from app.web.admin.auth import THROTTLE
 from app.web.admin.views import safe_next
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import EXECUTION_ID, JOB_ID, failing_run_events
@@ -305,49 +303,6 @@ def test_login_follows_a_local_next_and_refuses_another_site(
     assert log_in(client, next="/admin/policy?execution_id=x").location == (
         "/admin/policy?execution_id=x"
     )
-
-
-def test_repeated_failed_logins_lock_the_account(
-    app: Flask, client: FlaskClient, users: None
-) -> None:
-    app.config.update(ADMIN_LOGIN_MAX_FAILURES=3, ADMIN_LOGIN_LOCK_SECONDS=30)
-
-    statuses = [log_in(client, password="wrong-password").status_code for _ in range(3)]
-    locked = log_in(client)  # the right password, but too late
-
-    assert statuses == [200, 200, 429]
-    assert locked.status_code == 429
-    assert "Too many failed sign-ins" in locked.get_data(as_text=True)
-    assert log_in(client, name="victor").status_code == 302  # other users are not affected
-    with transaction(app) as session:
-        user = session.scalars(select(User).where(User.name == "olivia")).one()
-        assert user.failed_logins == 3 and user.locked_until is not None
-        user.locked_until = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    assert ("olivia", "login_locked", "admin ui") in audit(app)
-
-    fresh = app.test_client()
-    assert log_in(fresh).status_code == 302
-    with transaction(app) as session:
-        user = session.scalars(select(User).where(User.name == "olivia")).one()
-        assert (user.failed_logins, user.locked_until) == (0, None)
-
-
-def test_one_address_trying_many_user_names_is_slowed_down(
-    app: Flask, client: FlaskClient, users: None
-) -> None:
-    throttle = app.extensions[THROTTLE]
-    throttle.limit = 4
-
-    statuses = [
-        log_in(client, name=f"nobody{n}", password="wrong-password").status_code for n in range(4)
-    ]
-    refused = log_in(client)  # a real user with the right password, from the same address
-
-    assert statuses == [200, 200, 200, 200]
-    assert refused.status_code == 429
-    assert "from this address" in refused.get_data(as_text=True)
-    throttle.clock = lambda: 10**9  # the window has passed
-    assert log_in(client).status_code == 302
 
 
 # --- roles and CSRF ---------------------------------------------------------------------------

@@ -67,6 +67,7 @@ def test_reads_run_beside_a_writer_on_sqlite(sqlite_url: str, policy_file: Path)
             "dispatcher": "off",
             "policy_file": str(policy_file),
             "log_level": "WARNING",
+            "spool_dir": str(policy_file.parent / "spool"),
         }
     )
     holding, release = threading.Event(), threading.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,6 @@ near_valid = st.fixed_dictionaries(
 
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Any:
-    import shutil
-
     folder = tmp_path_factory.mktemp("fuzz")
     shutil.copy(sqlite_template, folder / "fuzz.db")
     (folder / "policy.yaml").write_text("version: 1\n")
@@ -83,10 +82,12 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) ->
             "dispatcher": "off",
             "policy_file": str(folder / "policy.yaml"),
             "log_level": "CRITICAL",
+            "callback_ack": "processed",
+            "spool_dir": str(folder / "spool"),
         }
     )
     yield app
-    get_runtime(app).engine.dispose()
+    get_runtime(app).close()
 
 
 def stored(app: Any) -> int:
