@@ -36,7 +36,9 @@ def _configure(app: Flask, config: Mapping[str, Any] | Settings | None) -> Setti
         settings = load_settings(overrides=config, instance_path=app.instance_path)
     app.config.update(
         SECRET_KEY=settings.secret_key,
-        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        # One byte over the limit is read, so a chunked body (no length) that is too large is
+        # told from one that fits exactly, and refused with 413 rather than cut short.
+        MAX_CONTENT_LENGTH=settings.max_body_bytes + 1,
         TESTING=settings.testing,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

@@ -6,7 +6,7 @@ from gunicorn.glogging import Logger
 
 from app.dispatcher import start_background
 from app.extensions import get_runtime
-from app.redact import redact_text
+from app.redact import escape_controls, redact_text
 
 bind = os.environ.get("RESPAWN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("RESPAWN_WORKERS", "2"))
@@ -32,9 +32,10 @@ class RedactingLogger(Logger):  # type: ignore[misc]  # gunicorn ships no type h
 
     def atoms(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
         atoms = super().atoms(resp, req, environ, request_time)
-        for key in ("r", "U"):
-            if isinstance(atoms.get(key), str):
-                atoms[key] = redact_text(atoms[key])
+        for key, value in atoms.items():
+            if isinstance(value, str):
+                # Secrets out of the request line; control characters out of every field.
+                atoms[key] = escape_controls(redact_text(value) if key in ("r", "U") else value)
         return atoms
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app.redact import redact_text
+from app.redact import escape_controls, redact_text
 
 _installed = False
 _TRACEBACKS = logging.Formatter()
@@ -36,7 +36,8 @@ def _install_record_factory() -> None:
             message = record.getMessage()
         except (TypeError, ValueError):
             return record
-        cleaned = redact_text(message)
+        # One record, one line: an id with a newline in it cannot forge another record.
+        cleaned = escape_controls(redact_text(message))
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return record

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
+from app.redact import KNOWN_SECRETS
 from app.runner.documents import DocumentError, ExecutionDocument, parse_execution_document
 from app.runner.errors import (
     RunnerAuthError,
@@ -74,7 +75,10 @@ def _raw_event(item: Any) -> Mapping[str, Any]:
 
 
 def _segment(value: str) -> str:
-    return quote(str(value), safe="")
+    """One path segment, every reserved character encoded; `.` and `..` too, so no id can
+    make the request's path step to another resource."""
+    quoted = quote(str(value), safe="")
+    return quoted.replace(".", "%2E") if set(quoted) == {"."} else quoted
 
 
 def _connection_never_made(exc: requests.ConnectionError) -> bool:
@@ -129,6 +133,8 @@ class RunnerClient:
             if expiry is not None:
                 self._renew_at = self._renew_time(expiry)
         self.login_count = 0
+        # Whatever the Runner might echo back is scrubbed from everything respawn keeps.
+        KNOWN_SECRETS.add(password, token)
         self.on_note = on_note
         """Told what respawn found out about this Runner (shown on /readyz)."""
         self.execution_path_unsupported = False
@@ -342,6 +348,7 @@ class RunnerClient:
                 operation="login",
             )
         token = token.strip()
+        KNOWN_SECRETS.add(token)
         expiry = jwt_expiry(token)
         if expiry is None:
             expiry = self._clock() + DEFAULT_TOKEN_LIFETIME

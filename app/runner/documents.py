@@ -9,6 +9,7 @@ string or an object, unknown extra fields kept.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,8 @@ MAX_ID_LENGTH = 128
 MAX_HOSTS = 10_000
 # Epoch milliseconds between 1970 and 9999, so a datetime can always be built from it.
 MAX_EPOCH_MS = 253_402_300_799_999
+# In an id: path separators and every control character (C0, DEL, C1).
+_UNSAFE_ID = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")
 # Below this an epoch time is in seconds: 10^11 ms is 1973, 10^11 s is the year 5138.
 SECONDS_BELOW = 100_000_000_000
 
@@ -144,9 +147,16 @@ class _EpochMillis(fields.Field[int]):
 
 
 class _Identifier(fields.Field[str]):
-    """An id: a non-empty string (a number is accepted and kept as its text)."""
+    """An id: a non-empty string (a number is accepted and kept as its text).
 
-    default_error_messages = {"invalid": "Not a valid identifier."}
+    Ids go into Runner URL paths and admin links, so one that could step out of its path
+    segment (`.`, `..`, a `/` or `\\`) or forge a log line (a control character) is refused.
+    """
+
+    default_error_messages = {
+        "invalid": "Not a valid identifier.",
+        "unsafe": "Not a valid identifier: no '/', '\\', control characters, '.' or '..'.",
+    }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, str | int):
@@ -154,6 +164,8 @@ class _Identifier(fields.Field[str]):
         text = str(value).strip()
         if not text or len(text) > MAX_ID_LENGTH:
             raise self.make_error("invalid")
+        if text in {".", ".."} or _UNSAFE_ID.search(text):
+            raise self.make_error("unsafe")
         return text
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from app.redact import KNOWN_SECRETS
 from app.runner.resources import RestartHost
 
 
@@ -54,9 +55,13 @@ def _load_map(path: Path) -> list[tuple[str, Path]]:
 
 def _read_key(file: Path) -> str:
     try:
-        return base64.b64encode(file.read_bytes()).decode("ascii")
+        material = file.read_bytes()
     except OSError as exc:
         raise KeyFileError(f"SSH key file {file}: {exc.strerror}") from None
+    encoded = base64.b64encode(material).decode("ascii")
+    # The key as sent (base64) and as written: an echo of either is scrubbed everywhere.
+    KNOWN_SECRETS.add(encoded, material.decode("utf-8", errors="replace"))
+    return encoded
 
 
 def resolve_keys(keys_file: str | None, hosts: Sequence[str]) -> RestartKeys:

@@ -14,6 +14,7 @@ from app.web.admin import init_admin
 from app.web.api.views import bp as api_bp
 from app.web.errors import register_error_handlers
 from app.web.health.views import bp as health_bp
+from app.web.inputs import RowIdConverter, SegmentConverter
 from app.web.proxy import TrustedProxyFix, parse_networks
 from app.web.receiver.views import bp as receiver_bp
 
@@ -39,6 +40,8 @@ SECURITY_HEADERS = {
 
 
 def register_web(app: Flask, settings: Settings) -> None:
+    app.url_map.converters["row_id"] = RowIdConverter
+    app.url_map.converters["segment"] = SegmentConverter
     app.register_blueprint(receiver_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)

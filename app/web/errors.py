@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 from app.core.errors import Conflict, DomainError, Invalid, Malformed, NotFound
 
@@ -134,6 +134,10 @@ def register_error_handlers(app: Flask) -> None:
         message = exc.description or "request failed"
         if status == 413:
             message = "request body too large"
+        if isinstance(exc, SecurityError):
+            # A Host this service does not answer to: no page can be built for it (its links
+            # would name that host), so a plain answer.
+            return error_response(400, "bad_host", "this service does not answer to that host")
         return _answer(status, _HTTP_CODES.get(status, "error"), message, {})
 
     @app.errorhandler(Exception)

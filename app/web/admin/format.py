@@ -9,9 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
+from markupsafe import Markup
 
 from app.db import utcnow
 from app.policy.durations import format_seconds
+from app.redact import escape_controls
 
 MAX_PAYLOAD_CHARS = 20_000
 _HEX = re.compile(r"^[0-9a-f]{12,}$")
@@ -82,6 +84,15 @@ FILTERS: dict[str, Callable[..., Any]] = {
 }
 
 
+def visible(value: Any) -> Any:
+    """Every value a template prints: control characters and bidi overrides written out, so
+    a host name shows what it is (`web\u202e1`), not what it pretends to be."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return escape_controls(value, keep_lines=True)
+    return value
+
+
 def register_filters(app: Flask) -> None:
     for name, function in FILTERS.items():
         app.add_template_filter(function, name)
+    app.jinja_env.finalize = visible

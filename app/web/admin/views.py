@@ -321,7 +321,7 @@ def overview() -> str:
     return render_template("admin/overview.html", data=data)
 
 
-@bp.get("/executions/<execution_id>")
+@bp.get("/executions/<segment:execution_id>")
 def execution(execution_id: str) -> str:
     cursor = request.args.get("events") or None
     if cursor is not None and len(cursor) > 512:
@@ -370,7 +370,7 @@ def _detail_url(execution_id: str, anchor: str = "") -> str:
     return url_for("admin.execution", execution_id=execution_id) + (f"#{anchor}" if anchor else "")
 
 
-@bp.route("/executions/<execution_id>/restart", methods=["GET", "POST"])
+@bp.route("/executions/<segment:execution_id>/restart", methods=["GET", "POST"])
 def restart(execution_id: str) -> BaseResponse | str | tuple[str, int]:
     user = _require_operator("restart executions")
     session = get_session()
@@ -425,7 +425,7 @@ def restart(execution_id: str) -> BaseResponse | str | tuple[str, int]:
     return redirect(_detail_url(execution_id, "restarts"))
 
 
-@bp.route("/restarts/<int:restart_id>/cancel", methods=["GET", "POST"])
+@bp.route("/restarts/<row_id:restart_id>/cancel", methods=["GET", "POST"])
 def cancel(restart_id: int) -> BaseResponse | str:
     user = _require_operator("cancel restarts")
     session = get_session()

@@ -38,6 +38,7 @@ from app.web.api.schemas import (
     RunSchema,
 )
 from app.web.errors import Unauthorized, UnsupportedMediaType
+from app.web.inputs import loads_strict
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -101,12 +102,12 @@ def executions_index() -> Response:
     return jsonify({"items": _summary.dump(page.items, many=True), "next_cursor": page.next_cursor})
 
 
-@bp.get("/executions/<execution_id>")
+@bp.get("/executions/<segment:execution_id>")
 def executions_show(execution_id: str) -> Response:
     return jsonify(serialize_detail(execution_detail(get_session(), execution_id)))
 
 
-@bp.get("/executions/<execution_id>/events")
+@bp.get("/executions/<segment:execution_id>/events")
 def executions_events(execution_id: str) -> Response:
     args = load_args(PageArgs(), request.args)
     session = get_session()
@@ -122,13 +123,15 @@ def _actor() -> str:
 
 
 def _json_body() -> Any:
-    if not request.get_data(cache=True):
+    raw = request.get_data(cache=True)
+    if not raw:
         return {}
     if not request.is_json:
         raise UnsupportedMediaType("send the body as application/json")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise Malformed("the body is not valid JSON")
+    try:
+        body = loads_strict(raw)
+    except (ValueError, RecursionError):
+        raise Malformed("the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Invalid("expected a JSON object", fields={"_schema": ["Expected an object."]})
     return body
@@ -141,7 +144,7 @@ def _committed(work: Callable[[Session], Any]) -> Any:
     return result
 
 
-@bp.post("/executions/<execution_id>/restart")
+@bp.post("/executions/<segment:execution_id>/restart")
 def executions_restart(execution_id: str) -> tuple[Response, int]:
     args = load_args(ManualRestartArgs(), _json_body())
     policy = current_policy().policy
@@ -158,7 +161,7 @@ def executions_restart(execution_id: str) -> tuple[Response, int]:
     return jsonify(body), 202
 
 
-@bp.post("/restarts/<int:restart_id>/cancel")
+@bp.post("/restarts/<row_id:restart_id>/cancel")
 def restarts_cancel(restart_id: int) -> Response:
     restart = _committed(lambda s: cancel_restart(s, restart_id, _actor(), utcnow()))
     return jsonify(_restarts.dump([restart])[0])
@@ -188,7 +191,7 @@ def pauses_index() -> Response:
 
 
 @bp.put("/pauses/global", defaults={"job_id": "global"})
-@bp.put("/pauses/jobs/<job_id>")
+@bp.put("/pauses/jobs/<segment:job_id>")
 def pauses_put(job_id: str) -> tuple[Response, int]:
     body = _json_body()
     reason = body.get("reason")
@@ -199,7 +202,7 @@ def pauses_put(job_id: str) -> tuple[Response, int]:
 
 
 @bp.delete("/pauses/global", defaults={"job_id": "global"})
-@bp.delete("/pauses/jobs/<job_id>")
+@bp.delete("/pauses/jobs/<segment:job_id>")
 def pauses_delete(job_id: str) -> Response:
     resumed = _committed(lambda s: resume_automatic(s, _pause_key(job_id), _actor(), utcnow()))
     if not resumed:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import cache
 from typing import Any
@@ -21,6 +20,7 @@ from app.web.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from app.web.inputs import loads_strict
 from app.web.proxy import Network, client_address, in_networks, parse_networks
 from app.web.receiver import signatures
 
@@ -35,10 +35,6 @@ def callback_networks(values: tuple[str, ...]) -> tuple[Network, ...]:
 
 # Beyond the intake's own database timeout: the spool's fsync, the batch ahead of this one.
 ANSWER_GRACE = 5.0
-
-
-def _reject_constant(value: str) -> Any:
-    raise ValueError(value)
 
 
 def _check_storable(body: Any) -> None:
@@ -68,7 +64,7 @@ def _read_json_body() -> tuple[Any, bytes]:
     if len(raw) > settings.max_body_bytes:
         raise PayloadTooLarge(f"body larger than {settings.max_body_bytes} bytes")
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        body = loads_strict(raw)
         _check_storable(body)
     except (ValueError, RecursionError):
         raise Malformed("the body is not valid JSON text") from None

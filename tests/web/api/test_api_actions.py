@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 import time
 from typing import Any
@@ -157,7 +159,7 @@ def test_openapi_covers_every_route(app: Flask, client: FlaskClient) -> None:
     assert document["openapi"].startswith("3.")
     paths = document["paths"]
     for rule in app.url_map.iter_rules():
-        path = str(rule).replace("<int:", "{").replace("<", "{").replace(">", "}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(rule))
         if path.startswith(("/api/", "/callbacks/", "/healthz", "/readyz", "/metrics")):
             assert path in paths, path
             for method in rule.methods - {"HEAD", "OPTIONS"}:

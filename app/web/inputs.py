@@ -1,0 +1,60 @@
+"""What the HTTP edge accepts as input before any view runs: strict JSON, row ids in range,
+and ids in URL paths that stay single path segments however they are spelled."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+from urllib.parse import quote
+
+from werkzeug.routing import BaseConverter
+
+MAX_ROW_ID = 2**31 - 1
+"""The largest id of an integer column on either database (PostgreSQL's `integer`)."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 overflows to infinity
+        raise ValueError(text)
+    return value
+
+
+def _reject_constant(text: str) -> Any:
+    raise ValueError(text)  # NaN, Infinity, -Infinity are not JSON
+
+
+def loads_strict(raw: bytes | str) -> Any:
+    """JSON as RFC 8259 has it: no NaN or Infinity, spelled or overflowed (ValueError)."""
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite)
+
+
+class RowIdConverter(BaseConverter):
+    """`<row_id:name>`: a database row id, 1..2^31-1; anything else matches no route (404)."""
+
+    regex = r"[1-9][0-9]{0,9}"
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_ROW_ID:
+            raise ValueError(value)  # Werkzeug turns this into "no route": 404
+        return number
+
+    def to_url(self, value: Any) -> str:
+        return str(int(value))
+
+
+class SegmentConverter(BaseConverter):
+    """`<segment:name>`: an id from the Runner inside one path segment. Built URLs encode
+    every reserved character, and dot segments, so no id can step into another path."""
+
+    regex = r"[^/]+"
+
+    def to_url(self, value: Any) -> str:
+        return quote_segment(str(value))
+
+
+def quote_segment(value: str) -> str:
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if set(value) == {"."} else quoted
