@@ -145,8 +145,8 @@ class Simulator:
 
         Tokens stay valid (revoke them with `expire_tokens`)."""
         self.faults.reset(self._initial_faults)
-        self._abandon_runs()
-        with self._lock:
+        with self._lock:  # no tick may start a run between the two
+            self._abandon_runs()
             self._reset_state()
             self.calls.clear()
         self.callbacks.clear()

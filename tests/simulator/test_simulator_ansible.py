@@ -202,6 +202,21 @@ def test_stop_kills_the_playbook(
     assert not engine.runs[0].alive
 
 
+def test_reset_and_close_kill_running_playbooks(
+    ansible_sim: SimulatorServer, ansible_client: RunnerClient, engine: RecordingEngine
+) -> None:
+    for _ in range(2):
+        job = ansible_client.create_job(ACCOUNT, {"description": "busy", "hosts": [{"id": "w1"}]})
+        ansible_client.start_job(ACCOUNT, job.id)
+        ansible_sim.simulator.advance()
+        assert engine.runs[-1].alive
+        if len(engine.runs) == 1:
+            ansible_sim.simulator.reset()
+        else:
+            ansible_sim.close()
+        assert not engine.runs[-1].alive
+
+
 def test_a_run_past_its_time_bound_is_killed_and_fails(http: requests.Session) -> None:
     engine = RecordingEngine(timeout=0)  # every poll finds the run out of time
     with SimulatorServer(config(), engine=engine) as sim:
