@@ -1,7 +1,8 @@
 """A faithful stand-in for the retired Runner job service (docs/runner.md, docs/simulator.md)."""
 
+from app.simulator.ansible_engine import AnsibleEngine, AnsibleNotInstalled
 from app.simulator.app import SimulatorServer, create_simulator_app, simulator_of
-from app.simulator.config import Faults, SimulatorConfig, SimUser
+from app.simulator.config import Faults, SimulatorConfig, SimUser, Variants
 from app.simulator.control import SimulatorControl
 from app.simulator.engine import Engine, RunContext, RunHandle, ScriptedEngine
 from app.simulator.scripts import HostScript, parse_script
@@ -9,6 +10,8 @@ from app.simulator.shapes import fleet_job
 from app.simulator.state import Simulator
 
 __all__ = [
+    "AnsibleEngine",
+    "AnsibleNotInstalled",
     "Engine",
     "Faults",
     "HostScript",
@@ -20,6 +23,7 @@ __all__ = [
     "SimulatorConfig",
     "SimulatorControl",
     "SimulatorServer",
+    "Variants",
     "create_simulator_app",
     "fleet_job",
     "parse_script",

@@ -21,11 +21,12 @@ MAX_BODY_BYTES = 1024 * 1024
 
 def create_simulator_app(
     config: SimulatorConfig | None = None,
-    engine: Engine | None = None,
+    engine: Engine | str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Flask:
     """The simulated Runner API. Its clock thread starts with `simulator_of(app).start()`
-    (SimulatorServer does it) and stops with `.close()`."""
+    (SimulatorServer does it) and stops with `.close()`. `engine` is an Engine, or a name
+    ("scripted", "ansible"); None takes `config.engine`."""
     app = Flask("runner_simulator")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -52,7 +53,7 @@ class SimulatorServer:
         config: SimulatorConfig | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
-        engine: Engine | None = None,
+        engine: Engine | str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = create_simulator_app(config, engine, clock)

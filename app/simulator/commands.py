@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
+from app.simulator.ansible_engine import AnsibleNotInstalled
 from app.simulator.app import SimulatorServer
-from app.simulator.config import HOLD_STAGES, SettingsError, SimulatorConfig
+from app.simulator.config import ENGINES, HOLD_STAGES, SettingsError, SimulatorConfig
 from app.simulator.scripts import ScriptError, parse_script
 
 
@@ -72,6 +73,35 @@ def _script_rule(text: str) -> tuple[str, Any]:
     is_flag=True,
     help="Also POST callbacks to non-loopback URLs (off: only 127.0.0.1/::1/localhost).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(list(ENGINES)),
+    default="scripted",
+    show_default=True,
+    help="What runs a play: host scripts, or real ansible-playbook (needs ansible-core).",
+)
+@click.option(
+    "--execution-get-404",
+    is_flag=True,
+    help="Variant: GET of one execution answers 404 (the executions lists still work).",
+)
+@click.option("--lists-oldest-first", is_flag=True, help="Variant: executions lists oldest first.")
+@click.option(
+    "--expire-runs",
+    is_flag=True,
+    help="Variant: a run longer than its job's executionTtl (simulated minutes) ends EXPIRED.",
+)
+@click.option(
+    "--timestamps-in-seconds",
+    is_flag=True,
+    help="Variant: status events' timestamp in epoch seconds instead of milliseconds.",
+)
+@click.option(
+    "--status-page/--status-array",
+    default=None,
+    help="Variant: the status API always answers a page / always a bare array "
+    "(default: a page only when page or size is given).",
+)
 def simulator_command(
     host: str,
     port: int,
@@ -94,6 +124,12 @@ def simulator_command(
     hold_restart: str | None,
     legacy_shape: bool,
     allow_remote_callbacks: bool,
+    engine: str,
+    execution_get_404: bool,
+    lists_oldest_first: bool,
+    expire_runs: bool,
+    timestamps_in_seconds: bool,
+    status_page: bool | None,
 ) -> None:
     """Run a local stand-in for the Runner API: login, jobs, executions, restart, callbacks."""
     generated = password is None
@@ -123,14 +159,23 @@ def simulator_command(
             allow_remote_callbacks=allow_remote_callbacks,
             host_scripts=tuple(_script_rule(s) for s in scripts),
             faults=faults,
+            engine=engine,
+            execution_get_404=execution_get_404,
+            lists_oldest_first=lists_oldest_first,
+            expire_runs=expire_runs,
+            timestamps_in_seconds=timestamps_in_seconds,
+            status_page=status_page,
         )
         server = SimulatorServer(config, host=host, port=port)
-    except (SettingsError, ScriptError) as exc:
+    except (SettingsError, ScriptError, AnsibleNotInstalled) as exc:
         raise click.UsageError(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    click.echo(f"Runner simulator on {server.url} (seed {server.simulator.seed}, speed {speed})")
+    click.echo(
+        f"Runner simulator on {server.url} "
+        f"(seed {server.simulator.seed}, speed {speed}, engine {engine})"
+    )
     click.echo(f"  RESPAWN_RUNNER_API_URL={server.url}")
     click.echo(f"  RESPAWN_RUNNER_AUTH_URL={server.auth_url}")
     click.echo(f"  RESPAWN_RUNNER_USERNAME={username}")
@@ -140,6 +185,11 @@ def simulator_command(
     active = {k: v for k, v in faults.items() if v and k != "hang_seconds" and k != "error_status"}
     if active:
         click.echo(f"  faults: {json.dumps(active)}")
+    variants = {k: v for k, v in config.variants().as_dict().items() if v}
+    if status_page is False:
+        variants["status_page"] = False
+    if variants:
+        click.echo(f"  variants: {json.dumps(variants)}")
     if host not in ("127.0.0.1", "::1", "localhost"):
         click.echo("  warning: listening beyond loopback; the control API still refuses it")
     try:

@@ -10,6 +10,7 @@ from typing import Any
 DEFAULT_TOKEN_TTL = 14 * 24 * 3600.0
 HOLD_STAGES = ("before", "after")
 ERROR_STATUSES = (500, 502, 503, 504)
+ENGINES = ("scripted", "ansible")
 
 
 class SettingsError(ValueError):
@@ -46,6 +47,13 @@ class SimulatorConfig:
     host_scripts: tuple[tuple[str, Any], ...] = ()  # (host glob, script), first match wins
     faults: Mapping[str, Any] = field(default_factory=dict)
     hold_timeout: float = 300.0
+    engine: str = "scripted"  # "scripted", or "ansible": real ansible-playbook runs
+    # The variant switches (class Variants): what the published docs leave open.
+    execution_get_404: bool = False
+    lists_oldest_first: bool = False
+    expire_runs: bool = False
+    timestamps_in_seconds: bool = False
+    status_page: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.users:
@@ -58,6 +66,13 @@ class SimulatorConfig:
             raise SettingsError("max_running_per_account must be >= 1")
         if self.execution_shape not in ("timers", "legacy"):
             raise SettingsError("execution_shape must be 'timers' or 'legacy'")
+        if self.engine not in ENGINES:
+            raise SettingsError(f"engine must be one of {', '.join(ENGINES)}")
+        self.variants()  # checks every switch
+
+    def variants(self) -> Variants:
+        """The variant switches this simulator starts with."""
+        return Variants().updated({name: getattr(self, name) for name in Variants.names()})
 
     @classmethod
     def single_user(
@@ -105,6 +120,42 @@ class Faults:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Variants:
+    """Switches for what the real service may do but its published docs leave open
+    (docs/simulator.md, "Variant switches"). All off by default: the simulator then answers
+    as docs/runner.md reads the docs; a test turns one on to meet the other reading.
+
+    `status_page` has three values: None (the default) answers a page only when `page` or
+    `size` is asked for, True always a page, False always a bare array.
+    """
+
+    execution_get_404: bool = False  # GET of one execution answers 404; the lists still work
+    lists_oldest_first: bool = False  # executions lists oldest first instead of newest first
+    expire_runs: bool = False  # a run longer than the job's executionTtl ends EXPIRED
+    timestamps_in_seconds: bool = False  # status events' timestamp in epoch seconds
+    status_page: bool | None = None
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def updated(self, changes: Mapping[str, Any]) -> Variants:
+        """A copy with `changes` applied, every value checked."""
+        unknown = sorted(set(changes) - set(self.names()))
+        if unknown:
+            raise SettingsError(f"unknown variant switch(es): {', '.join(unknown)}")
+        for name, value in changes.items():
+            allowed = (True, False, None) if name == "status_page" else (True, False)
+            if not any(value is choice for choice in allowed):
+                wanted = "true, false or null" if name == "status_page" else "true or false"
+                raise SettingsError(f"{name} must be {wanted}")
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.names()}
 
 
 _RATES = ("error_rate", "hang_rate", "drop_callbacks", "duplicate_callbacks", "reorder_callbacks")

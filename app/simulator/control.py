@@ -45,6 +45,20 @@ class SimulatorControl:
         result: dict[str, Any] = self._call("DELETE", "/faults")
         return result
 
+    def variants(self, **changes: Any) -> dict[str, Any]:
+        """Change variant switches (`execution_get_404`, `lists_oldest_first`, `expire_runs`,
+        `timestamps_in_seconds`, `status_page`; docs/simulator.md); no arguments reads them."""
+        if changes:
+            result: dict[str, Any] = self._call("POST", "/variants", changes)
+        else:
+            result = self._call("GET", "/variants")
+        return result
+
+    def clear_variants(self) -> dict[str, Any]:
+        """Every variant switch off."""
+        result: dict[str, Any] = self._call("DELETE", "/variants")
+        return result
+
     def settings(self, **changes: Any) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST" if changes else "GET", "/settings", changes)
         return result

@@ -2,9 +2,9 @@
 
 The service (app/simulator/state.py) owns statuses, timers, events and callbacks; an
 `Engine` only runs one play against a list of hosts and reports Ansible-style events step by
-step. `ScriptedEngine` (the default, and the one tests use) follows host scripts; a real
-engine driving `ansible-playbook` would implement the same two methods, polling its process
-from `RunHandle.poll`.
+step. `ScriptedEngine` (the default, and the one most tests use) follows host scripts;
+`AnsibleEngine` (app/simulator/ansible_engine.py) runs the play with real `ansible-playbook`
+and polls its process from `RunHandle.poll`.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class RunContext:
     scripts: Mapping[str, HostScript]
     playbook: str
     seed: int
+    host_vars: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # the job's hostVars
 
 
 class RunHandle(Protocol):
@@ -92,6 +93,29 @@ class Engine(Protocol):
     def start_run(self, context: RunContext) -> RunHandle: ...
 
 
+def planned_outcomes(context: RunContext) -> dict[str, str]:
+    """Each host's outcome for this run, from its script (seeded: a seed repeats them)."""
+    outcomes: dict[str, str] = {}
+    for host in context.hosts:
+        script = context.scripts.get(host, OK)
+        attempt = context.attempts.get(host, 0)
+        rng = run_random(context.seed, context.execution_id, host, attempt)
+        outcomes[host] = script.outcome_for(attempt, rng)
+    return outcomes
+
+
+def init_failure_of(context: RunContext, outcomes: Mapping[str, str]) -> RunOutcome | None:
+    """The INIT_FAILURE outcome when a host's script fails the run before Ansible starts."""
+    broken = [h for h in context.hosts if outcomes[h] == "init_failure"]
+    if not broken:
+        return None
+    host = broken[0]
+    message = context.scripts.get(host, OK).message or (
+        f"Failed to initialize the execution: inventory host {host!r} could not be resolved"
+    )
+    return RunOutcome("INIT_FAILURE", (), {}, message)
+
+
 class ScriptedEngine:
     """Runs a fixed four-task play; each host's result comes from its script."""
 
@@ -102,13 +126,7 @@ class ScriptedEngine:
 class ScriptedRun:
     def __init__(self, context: RunContext) -> None:
         self._context = context
-        self._outcomes: dict[str, str] = {}
-        for host in context.hosts:
-            script = context.scripts.get(host, OK)
-            rng = run_random(
-                context.seed, context.execution_id, host, context.attempts.get(host, 0)
-            )
-            self._outcomes[host] = script.outcome_for(context.attempts.get(host, 0), rng)
+        self._outcomes = planned_outcomes(context)
         self._step = 0
         self._failed: dict[str, str] = {}  # host -> outcome
         self._stats = {host: _Counter() for host in context.hosts}
@@ -132,13 +150,9 @@ class ScriptedRun:
         return self._context.scripts.get(host, OK)
 
     def _initialize(self) -> StepResult:
-        broken = [h for h in self._context.hosts if self._outcomes[h] == "init_failure"]
-        if broken:
-            host = broken[0]
-            message = self._script(host).message or (
-                f"Failed to initialize the execution: inventory host {host!r} could not be resolved"
-            )
-            return StepResult(outcome=RunOutcome("INIT_FAILURE", (), {}, message))
+        init_failure = init_failure_of(self._context, self._outcomes)
+        if init_failure is not None:
+            return StepResult(outcome=init_failure)
         playbook = self._context.playbook
         return StepResult(
             (

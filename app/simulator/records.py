@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.simulator.engine import RunHandle
-from app.simulator.shapes import CALL_LOG_LIMIT
+from app.simulator.shapes import CALL_LOG_LIMIT, DEFAULT_EXECUTION_TTL
 
 
 @dataclass
@@ -32,12 +32,24 @@ class SimJob:
             "status": "ACTIVE",
             "createdTime": self.created_ms,
             "lastUpdatedTime": self.updated_ms,
+            # The published form: a list of {ref, id, href, verbs} (docs/runner.md).
             "links": [
-                {"rel": "self", "href": base},
-                {"rel": "executions", "href": f"{base}/executions"},
-                {"rel": "start", "href": f"{base}/start"},
+                {"ref": "self", "id": self.id, "href": base, "verbs": ["GET", "PUT", "DELETE"]},
+                {
+                    "ref": "executions",
+                    "id": self.id,
+                    "href": f"{base}/executions",
+                    "verbs": ["GET"],
+                },
+                {"ref": "start", "id": self.id, "href": f"{base}/start", "verbs": ["POST"]},
             ],
         }
+
+
+def execution_ttl(definition: dict[str, Any]) -> int:
+    """The job's executionTtl in minutes; absent or null means the default, 180."""
+    ttl = definition.get("executionTtl")
+    return ttl if isinstance(ttl, int) and not isinstance(ttl, bool) else DEFAULT_EXECUTION_TTL
 
 
 @dataclass

@@ -11,11 +11,13 @@ from app.simulator.scripts import ScriptError, parse_script
 
 LOGIN_ERROR = "We didn't recognize the username or password you entered. Please try again."
 INVALID_REQUEST = "The request is invalid."
+NO_RESOURCE = "No HTTP resource was found that matches the request URI."
 FAILED = frozenset({"FAILURE", "INIT_FAILURE"})
-FINAL = frozenset({"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED"})
+FINAL = frozenset({"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED", "EXPIRED"})
 STOPPABLE = frozenset({"PENDING", "INITIALIZING", "RUNNING", "STOPPING"})
 LEVELS = ("DEBUG", "ERROR", "RESULT")
 MAX_PAGE_SIZE = 100
+DEFAULT_EXECUTION_TTL = 180  # minutes, when a job gives none (or null)
 MAX_HOSTS = 1000
 CALL_LOG_LIMIT = 10_000
 
@@ -97,6 +99,21 @@ def page_of(items: list[dict[str, Any]], page: int, size: int) -> dict[str, Any]
     }
 
 
+def status_answer(
+    events: list[dict[str, Any]], page: int | None, size: int | None, as_page: bool | None
+) -> list[dict[str, Any]] | dict[str, Any]:
+    """The status API's answer: a page `{totalSize, page, size, results}` when `as_page`, a
+    bare array when not, and when None (the default) a page only if `page` or `size` was
+    asked for. A bare array asked for a page holds that page's slice."""
+    asked = page is not None or size is not None
+    first, count = page or 0, size or MAX_PAGE_SIZE
+    if as_page or (as_page is None and asked):
+        return page_of(events, first, count)
+    if asked:
+        return events[first * count : (first + 1) * count]
+    return events
+
+
 def validate_job(body: Any) -> dict[str, Any]:
     """The job definition to keep: checked, and without any private key."""
     if not isinstance(body, Mapping):
@@ -105,7 +122,7 @@ def validate_job(body: Any) -> dict[str, Any]:
     definition = {k: v for k, v in body.items() if k not in ("sshPrivateKey", "id")}
     if "description" in body and not isinstance(body["description"], str | None):
         errors["description"] = ["The description must be a string."]
-    if "executionTtl" in body and (
+    if body.get("executionTtl") is not None and (
         isinstance(body["executionTtl"], bool)
         or not isinstance(body["executionTtl"], int)
         or body["executionTtl"] < 1
@@ -163,8 +180,11 @@ def validate_job(body: Any) -> dict[str, Any]:
     return definition
 
 
-def run_hosts(body: Any, job_hosts: tuple[str, ...]) -> tuple[str, ...]:
-    """The host ids of a start or restart body (`()` for none); keys are checked, not kept."""
+def run_hosts(body: Any, job_hosts: tuple[str, ...], any_host: bool = False) -> tuple[str, ...]:
+    """The host ids of a start or restart body (`()` for none); keys are checked, not kept.
+
+    Hosts must be among `job_hosts` unless `any_host` (a start may name hosts the job does
+    not define: the run then uses the hosts given)."""
     if body is None:
         return ()
     if not isinstance(body, Mapping):
@@ -194,6 +214,6 @@ def run_hosts(body: Any, job_hosts: tuple[str, ...]) -> tuple[str, ...]:
     if errors:
         raise invalid(errors)
     unknown = [h for h in found if h not in job_hosts]
-    if unknown:
+    if unknown and not any_host:
         raise SimError(400, f"Host(s) not defined in the job: {', '.join(unknown)}.")
     return tuple(found)

@@ -20,24 +20,25 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from app.simulator.callbacks import CallbackSender, parse_callbacks
-from app.simulator.config import Faults, SettingsError, SimulatorConfig, SimUser
-from app.simulator.engine import Engine, RunContext, RunHandle, RunOutcome, ScriptedEngine
+from app.simulator.config import Faults, SettingsError, SimulatorConfig, SimUser, Variants
+from app.simulator.engine import Engine
 from app.simulator.faults import FaultInjector
-from app.simulator.records import CallStats, SimExecution, SimJob
+from app.simulator.records import CallStats, SimExecution, SimJob, execution_ttl
+from app.simulator.runs import RunDriver, make_engine
 from app.simulator.scripts import OK, HostScript, parse_script
 from app.simulator.shapes import (
     FAILED,
     FINAL,
     LOGIN_ERROR,
-    MAX_PAGE_SIZE,
+    NO_RESOURCE,
     STOPPABLE,
     SimError,
     fleet_job,
     invalid,
     now_ms,
     page_of,
-    repository_log,
     run_hosts,
+    status_answer,
     validate_job,
 )
 from app.simulator.tokens import TokenClaims, TokenIssuer
@@ -51,13 +52,15 @@ class Simulator:
     def __init__(
         self,
         config: SimulatorConfig | None = None,
-        engine: Engine | None = None,
+        engine: Engine | str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config or SimulatorConfig()
         self.seed = self.config.seed if self.config.seed is not None else secrets.randbits(32)
         self._clock = clock
-        self._engine: Engine = engine or ScriptedEngine()
+        self._runs = RunDriver(
+            make_engine(engine or self.config.engine), clock, self.seed, self._emit
+        )
         self._lock = threading.RLock()
         self._users = {u.username: u for u in self.config.users}
         self._initial_faults = Faults().updated(self.config.faults)
@@ -84,6 +87,9 @@ class Simulator:
     def _reset_state(self) -> None:
         self._jobs: dict[str, SimJob] = {}
         self._executions: dict[str, SimExecution] = {}
+        # Every event of a job, in the order emitted (the job-wide status API).
+        self._job_events: dict[str, list[dict[str, Any]]] = {}
+        self._variants = self.config.variants()
         self._seq = 0
         self._ticks = 0
         self._speed = self.config.speed
@@ -101,14 +107,25 @@ class Simulator:
             self._thread = threading.Thread(target=self._run_clock, name="sim-clock", daemon=True)
             self._thread.start()
 
+    @property
+    def engine(self) -> Engine:
+        return self._runs.engine
+
     def close(self) -> None:
-        """Stop the clock, release held and hanging calls, stop sending callbacks."""
+        """Stop the clock and the engine's runs, release held and hanging calls, stop
+        sending callbacks."""
         self._stop.set()
         self.faults.close()
         thread = self._thread
         if thread is not None:
             thread.join(timeout=5)
+        self._abandon_runs()
         self.callbacks.close()
+
+    def _abandon_runs(self) -> None:
+        with self._lock:
+            for ex in self._executions.values():
+                self._runs.abandon(ex)
 
     def _run_clock(self) -> None:
         while not self._stop.is_set():
@@ -128,7 +145,8 @@ class Simulator:
 
         Tokens stay valid (revoke them with `expire_tokens`)."""
         self.faults.reset(self._initial_faults)
-        with self._lock:
+        with self._lock:  # no tick may start a run between the two
+            self._abandon_runs()
             self._reset_state()
             self.calls.clear()
         self.callbacks.clear()
@@ -169,6 +187,23 @@ class Simulator:
             if "max_running_per_account" in values:
                 self._max_running = int(values["max_running_per_account"])
         return self.settings()
+
+    @property
+    def variants(self) -> Variants:
+        with self._lock:
+            return self._variants
+
+    def set_variants(self, changes: Mapping[str, Any]) -> Variants:
+        """Change some variant switches (docs/simulator.md); the others stay."""
+        with self._lock:
+            self._variants = self._variants.updated(changes)
+            return self._variants
+
+    def clear_variants(self) -> Variants:
+        """Every variant switch off (not back to the configured ones: see `reset`)."""
+        with self._lock:
+            self._variants = Variants()
+            return self._variants
 
     def set_speed(self, speed: float) -> None:
         self.update_settings({"speed": speed})
@@ -300,13 +335,19 @@ class Simulator:
         return ex
 
     def start_job(self, account: str, job_id: str, body: Any) -> dict[str, Any]:
+        """Queue a new execution: on the hosts given (any hosts, as the Start doc allows),
+        or on the job's own. The answer carries top-level `start`/`end` (null), as the
+        published start example shows, besides the `timers` every other answer has."""
         with self._lock:
             job = self._job(account, job_id)
-            hosts = run_hosts(body, job.host_ids) or job.host_ids
-            return self._queue_new(job, hosts).document(self.config.execution_shape)
+            hosts = run_hosts(body, job.host_ids, any_host=True) or job.host_ids
+            document = self._queue_new(job, hosts).document(self.config.execution_shape)
+            return {**document, "start": None, "end": None}
 
     def get_execution(self, account: str, job_id: str | None, execution_id: str) -> dict[str, Any]:
         with self._lock:
+            if self._variants.execution_get_404:
+                raise SimError(404, NO_RESOURCE)
             return self._execution(account, job_id, execution_id).document(
                 self.config.execution_shape
             )
@@ -322,7 +363,7 @@ class Simulator:
                 for ex in self._executions.values()
                 if ex.account == account.upper() and (job_id is None or ex.job_id == job_id)
             ]
-            found.sort(key=lambda ex: ex.created_seq, reverse=True)
+            found.sort(key=lambda ex: ex.created_seq, reverse=not self._variants.lists_oldest_first)
             shape = self.config.execution_shape
             return page_of([ex.document(shape) for ex in found], page, size)
 
@@ -337,7 +378,9 @@ class Simulator:
                     f"Execution {execution_id} is {ex.status}; only a failed execution "
                     "can be restarted.",
                 )
-            hosts = run_hosts(body, job.host_ids) or ex.original_hosts
+            # A started run may have used hosts the job does not define; they may run again.
+            known = job.host_ids + tuple(h for h in ex.original_hosts if h not in job.host_ids)
+            hosts = run_hosts(body, known) or ex.original_hosts
             self._seq += 1
             ex.queued_seq = self._seq
             ex.definition = job.definition
@@ -357,12 +400,22 @@ class Simulator:
     def status_events(
         self, account: str, job_id: str, execution_id: str, page: int | None, size: int | None
     ) -> list[dict[str, Any]] | dict[str, Any]:
-        """The execution's events, oldest first: a bare array, or a page when asked for one."""
+        """The execution's events, oldest first: a bare array, or a page (see `status_page`)."""
         with self._lock:
             events = list(self._execution(account, job_id, execution_id).events)
-        if page is None and size is None:
-            return events
-        return page_of(events, page or 0, size or MAX_PAGE_SIZE)
+            return status_answer(events, page, size, self._variants.status_page)
+
+    def job_status_events(
+        self, account: str, job_id: str, page: int | None, size: int | None
+    ) -> list[dict[str, Any]] | dict[str, Any]:
+        """Every event of the job's executions, oldest first, in the same forms."""
+        with self._lock:
+            events = [
+                e for e in self._job_events.get(job_id, ()) if e["account_alias"] == account.upper()
+            ]
+            if not events:
+                self._job(account, job_id)  # 404 for an unknown job; [] for a quiet one
+            return status_answer(events, page, size, self._variants.status_page)
 
     # -- the clock -----------------------------------------------------------------------
 
@@ -375,15 +428,18 @@ class Simulator:
                 (ex for ex in self._executions.values() if ex.status not in FINAL),
                 key=lambda ex: ex.queued_seq,
             )
+            expire = self._variants.expire_runs
             for ex in active:
                 if ex.status == "PENDING":
                     if running[ex.account] < self._max_running:
                         running[ex.account] += 1
                         self._begin_run(ex)
                 elif ex.status in ("STOPPING", "KILLING"):
-                    self._cancel_run(ex)
+                    self._runs.cancel(ex)
+                elif expire and self._runs.overdue(ex, execution_ttl(ex.definition)):
+                    self._runs.expire(ex, execution_ttl(ex.definition))
                 elif ex.handle is not None:
-                    self._step_run(ex, ex.handle)
+                    self._runs.step(ex, ex.handle)
             return sum(1 for ex in self._executions.values() if ex.status not in FINAL)
 
     def advance(self, ticks: int = 1) -> int:
@@ -400,80 +456,19 @@ class Simulator:
         raise RuntimeError(f"still active after {max_ticks} ticks")
 
     def _begin_run(self, ex: SimExecution) -> None:
-        ex.run_number += 1
-        ex.status = "INITIALIZING"
-        ex.timers.append({"start": now_ms(self._clock), "end": None})
-        ex.failed_hosts = []
-        if ex.repository_log is None:
-            ex.repository_log = repository_log(ex.definition, self._clock)
         hosts = ex.next_hosts
-        context = RunContext(
-            execution_id=ex.id,
-            job_id=ex.job_id,
-            account_alias=ex.account,
-            run_number=ex.run_number,
-            hosts=hosts,
-            attempts={h: ex.attempts.get(h, 0) for h in hosts},
+        self._runs.begin(
+            ex,
             scripts={h: self._script_for(ex.definition, h) for h in hosts},
-            playbook=str(
-                (ex.definition.get("repository") or {}).get("defaultPlaybook") or "site.yml"
-            ),
-            seed=self.seed,
+            host_vars={h: self._host_vars(ex.definition, h) for h in hosts},
         )
-        for host in hosts:
-            ex.attempts[host] = ex.attempts.get(host, 0) + 1
-        try:
-            ex.handle = self._engine.start_run(context)
-        except Exception as exc:  # an engine failure is the run's INIT_FAILURE
-            log.exception("engine failed to start a run")
-            self._end_run(ex, RunOutcome("INIT_FAILURE", message=f"engine error: {exc}"))
-
-    def _step_run(self, ex: SimExecution, handle: RunHandle) -> None:
-        try:
-            result = handle.poll()
-        except Exception as exc:  # a broken engine fails this run, not the whole clock
-            log.exception("engine failed during a run")
-            status = "FAILURE" if ex.status == "RUNNING" else "INIT_FAILURE"
-            self._end_run(ex, RunOutcome(status, message=f"engine error: {exc}"))
-            return
-        for event in result.events:
-            self._emit(ex, event.event_type, dict(event.message))
-        if result.outcome is not None:
-            self._end_run(ex, result.outcome)
-        elif result.running and ex.status == "INITIALIZING":
-            ex.status = "RUNNING"
-
-    def _end_run(self, ex: SimExecution, outcome: RunOutcome) -> None:
-        ex.handle = None
-        ex.status = outcome.status
-        ex.failed_hosts = list(outcome.failed_hosts)
-        self._close_timer(ex)
-        message: dict[str, Any] = {
-            "status": outcome.status,
-            "stats": {host: stats.as_dict() for host, stats in outcome.stats.items()},
-        }
-        if outcome.message:
-            message["msg"] = outcome.message
-        self._emit(ex, "playbook_result", message)
-
-    def _cancel_run(self, ex: SimExecution) -> None:
-        final = "KILLED" if ex.status == "KILLING" else "STOPPED"
-        handle, ex.handle = ex.handle, None
-        ex.status = final
-        if handle is not None:
-            handle.cancel()
-            self._close_timer(ex)
-            self._emit(ex, "playbook_result", {"status": final, "stats": {}})
-
-    def _close_timer(self, ex: SimExecution) -> None:
-        if ex.timers and ex.timers[-1]["end"] is None:
-            start = ex.timers[-1]["start"] or 0
-            ex.timers[-1]["end"] = max(now_ms(self._clock), start)
 
     def _emit(self, ex: SimExecution, event_type: str, message: dict[str, Any]) -> None:
-        event = {
+        ms = now_ms(self._clock)
+        event: dict[str, Any] = {
             "id": self._new_id(),
-            "timestamp": now_ms(self._clock),
+            # The switch is read as each event is made: the stored record is what was sent.
+            "timestamp": ms / 1000 if self._variants.timestamps_in_seconds else ms,
             "account_alias": ex.account,
             "job_id": ex.job_id,
             "execution_id": ex.id,
@@ -482,9 +477,18 @@ class Simulator:
             "notifications": [],
         }
         ex.events.append(event)
+        self._job_events.setdefault(ex.job_id, []).append(event)
         job = self._jobs.get(ex.job_id)
         definition = job.definition if job is not None else ex.definition
         self.callbacks.submit(event, parse_callbacks(definition.get("callbacks")))
+
+    @staticmethod
+    def _host_vars(definition: Mapping[str, Any], host: str) -> Mapping[str, Any]:
+        for entry in definition.get("hosts") or ():
+            if entry.get("id") == host:
+                host_vars: Mapping[str, Any] = entry.get("hostVars") or {}
+                return host_vars
+        return {}
 
     def _script_for(self, definition: Mapping[str, Any], host: str) -> HostScript:
         for entry in definition.get("hosts") or ():

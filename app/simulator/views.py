@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from app.simulator.config import SettingsError
 from app.simulator.scripts import ScriptError
-from app.simulator.shapes import MAX_PAGE_SIZE, SimError, invalid
+from app.simulator.shapes import MAX_PAGE_SIZE, NO_RESOURCE, SimError, invalid
 from app.simulator.state import Simulator
 
 EXTENSION = "runner_simulator"
@@ -201,12 +201,23 @@ def kill(account: str, job_id: str, execution_id: str) -> Any:
     return jsonify(simulator().stop(account, job_id, execution_id, kill=True))
 
 
+def _status_paging() -> tuple[int | None, int | None]:
+    """`page`/`size` of a status API call, or (None, None) when neither was given."""
+    if "page" in request.args or "size" in request.args:
+        return _paging()
+    return None, None
+
+
 @api.get("/status/<account>/job/<job_id>/execution/<execution_id>")
 def status_events(account: str, job_id: str, execution_id: str) -> Any:
-    if "page" in request.args or "size" in request.args:
-        page, size = _paging()
-        return jsonify(simulator().status_events(account, job_id, execution_id, page, size))
-    return jsonify(simulator().status_events(account, job_id, execution_id, None, None))
+    page, size = _status_paging()
+    return jsonify(simulator().status_events(account, job_id, execution_id, page, size))
+
+
+@api.get("/status/<account>/job/<job_id>")
+def job_status_events(account: str, job_id: str) -> Any:
+    page, size = _status_paging()
+    return jsonify(simulator().job_status_events(account, job_id, page, size))
 
 
 # -- the control API (tests and demos; loopback only) ---------------------------------------
@@ -242,6 +253,8 @@ def state() -> Any:
         {
             "settings": sim.settings(),
             "faults": sim.faults.faults.as_dict(),
+            "variants": sim.variants.as_dict(),
+            "engine": type(sim.engine).__name__,
             "scripts": sim.scripts(),
             "executions": counts,
             "tokens_active": sim.tokens.active,
@@ -259,6 +272,16 @@ def faults() -> Any:
     elif request.method == "POST":
         sim.faults.update(_object_body())
     return jsonify({**sim.faults.faults.as_dict(), "injected": dict(sim.faults.injected)})
+
+
+@control.route("/variants", methods=["GET", "POST", "DELETE"])
+def variants() -> Any:
+    sim = simulator()
+    if request.method == "DELETE":
+        return jsonify(sim.clear_variants().as_dict())
+    if request.method == "POST":
+        return jsonify(sim.set_variants(_object_body()).as_dict())
+    return jsonify(sim.variants.as_dict())
 
 
 @control.route("/settings", methods=["GET", "POST"])
@@ -393,10 +416,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
         status = exc.code or 500
-        if status == 404:
-            message = "No HTTP resource was found that matches the request URI."
-        else:
-            message = exc.description or "request failed"
+        message = NO_RESOURCE if status == 404 else exc.description or "request failed"
         return jsonify({"message": message}), status
 
     @app.errorhandler(Exception)
