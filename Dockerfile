@@ -9,7 +9,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY requirements.txt ./
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install -r requirements.txt
+ && /opt/venv/bin/pip install --require-hashes -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY app ./app
 RUN /opt/venv/bin/pip install --no-deps .

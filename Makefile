@@ -6,16 +6,26 @@ STAMP := $(VENV)/.installed
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 ARTIFACTS ?= test-artifacts
 
-.PHONY: install run serve test lint format bench clean
+.PHONY: install run serve test lint format bench clean lock
 
+# Every package is pinned with its hashes: a file that differs from the one locked is refused.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-pin after editing requirements.in or requirements-dev.in (existing pins are kept unless
+# an edit needs another version; `LOCK_ARGS=--upgrade` moves everything to the newest).
+LOCK := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+lock:
+	test -x $(BIN)/pip-compile || $(BIN)/python -m pip install --quiet pip-tools==7.6.2
+	$(LOCK) --output-file requirements.txt requirements.in
+	$(LOCK) --output-file requirements-dev.txt requirements-dev.in
 
 # The demo: simulator + receiver + dispatcher + admin UI on SQLite.
 run: $(STAMP)

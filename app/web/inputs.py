@@ -8,7 +8,7 @@ import math
 from typing import Any
 from urllib.parse import quote
 
-from werkzeug.routing import BaseConverter
+from werkzeug.routing import BaseConverter, ValidationError
 
 MAX_ROW_ID = 2**31 - 1
 """The largest id of an integer column on either database (PostgreSQL's `integer`)."""
@@ -38,7 +38,7 @@ class RowIdConverter(BaseConverter):
     def to_python(self, value: str) -> int:
         number = int(value)
         if number > MAX_ROW_ID:
-            raise ValueError(value)  # Werkzeug turns this into "no route": 404
+            raise ValidationError  # no route matches: 404
         return number
 
     def to_url(self, value: Any) -> str:
