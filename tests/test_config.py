@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app import config as config_module
 from app.config import ConfigError, database_url_from_env, load_settings
 
 BASE = {"RESPAWN_SECRET_KEY": "s" * 32, "RESPAWN_CALLBACK_TOKENS": "a" * 20}
@@ -105,3 +106,11 @@ def test_network_settings_are_lists() -> None:
 
     assert settings.trusted_proxies == ("10.0.0.0/8", "192.168.1.5")
     assert settings.allowed_hosts == ("respawn.example.com", "localhost")
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+    missing = [name for name in config_module._ENV if f"`{name}`" not in readme]
+
+    assert missing == []

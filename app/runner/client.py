@@ -75,10 +75,13 @@ def _raw_event(item: Any) -> Mapping[str, Any]:
 
 
 def _segment(value: str) -> str:
-    """One path segment, every reserved character encoded; `.` and `..` too, so no id can
-    make the request's path step to another resource."""
-    quoted = quote(str(value), safe="")
-    return quoted.replace(".", "%2E") if set(quoted) == {"."} else quoted
+    """One path segment, every reserved character encoded, so no id can make the request's
+    path step to another resource. `.` and `..` cannot be sent at all: the HTTP stack
+    decodes `%2E` and resolves dot segments, so they are refused before any request."""
+    text = str(value)
+    if text in (".", ".."):
+        raise RunnerRejected(f"{text!r} cannot name a Runner resource", sent=False)
+    return quote(text, safe="")
 
 
 def _connection_never_made(exc: requests.ConnectionError) -> bool:

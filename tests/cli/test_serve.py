@@ -64,6 +64,7 @@ def test_upgrade_then_serve_with_gunicorn(tmp_path: Path) -> None:
         RESPAWN_CALLBACK_ACK="processed",  # so the listing right after shows the callback
         RESPAWN_SPOOL_DIR=str(tmp_path / "spool"),
         PYTHONPATH=str(PROJECT),
+        HOME=str(tmp_path / "home"),
     )
     upgraded = run_cli(env, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
@@ -120,3 +121,5 @@ def test_upgrade_then_serve_with_gunicorn(tmp_path: Path) -> None:
     output = log.read_text()
     assert "/callbacks/" in output  # the access log is there ...
     assert TOKEN not in output  # ... with the token masked
+    # no control socket another instance could take over (gunicorn's default: ~/.gunicorn)
+    assert not (tmp_path / "home" / ".gunicorn").exists()

@@ -714,3 +714,21 @@ def test_regexes_and_globs_are_compiled_at_load() -> None:
     when = parsed.rules[0].when
     assert when.job[0].compiled.pattern
     assert when.message[0].compiled.search("ssh: timed out")
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "!!python/object/apply:os.system ['touch {marker}']",
+        "!!python/name:os.system",
+        "!!binary aGVsbG8=",
+    ],
+)
+def test_yaml_tags_are_refused_and_never_run(tmp_path: Path, tag: str) -> None:
+    """The policy is read with a safe loader: a tag is an error, not a constructor call."""
+    marker = tmp_path / "ran"
+    text = f"version: 1\ndefaults:\n  max_restarts: {tag.format(marker=marker)}\n"
+
+    with pytest.raises(PolicyError):
+        parse_policy(text)
+    assert not marker.exists()

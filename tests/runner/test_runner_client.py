@@ -138,6 +138,19 @@ def test_path_segments_are_escaped(client: RunnerClient, fake: FakeRunner) -> No
     assert fake.api_calls[0].url.startswith(f"{API}/jobs/XX%2F..%2FYY/")
 
 
+@pytest.mark.parametrize("execution_id", ["..", "."])
+def test_dot_segments_are_never_sent(
+    client: RunnerClient, fake: FakeRunner, execution_id: str
+) -> None:
+    """`..` as an id would make the call another path (the HTTP stack resolves even an
+    encoded one): the call is refused before anything is sent."""
+    with pytest.raises(RunnerRejected) as refused:
+        client.get_execution(ACCOUNT, JOB, execution_id)
+
+    assert refused.value.sent is False
+    assert fake.api_calls == []
+
+
 # -- tokens ---------------------------------------------------------------------------------
 
 

@@ -75,6 +75,11 @@ def test_list_is_newest_activity_first_and_pages_by_keyset(
         ("host=web2", {"exec-0", "exec-1", "exec-2", "exec-3"}),
         ("host=web2&account=BBBB", {"exec-0", "exec-2"}),
         ("host=nowhere", set()),
+        # values are bound parameters, never SQL: these match nothing and break nothing
+        ("account=AAAA%27%20OR%20%271%27%3D%271", set()),
+        ("job=job-1%22%3B%20DROP%20TABLE%20executions%3B--", set()),
+        ("host=%25", set()),
+        ("host=web_", set()),
     ],
 )
 def test_filters(
