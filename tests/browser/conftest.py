@@ -240,7 +240,8 @@ def live_server(
     tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
 ) -> Iterator[LiveServer]:
     app = _server_app(tmp_path_factory.mktemp("browser"), sqlite_template)
-    for name, role in (("olivia", "operator"), ("victor", "viewer")):
+    # "lena" signs out, which ends every session of hers: the others keep theirs.
+    for name, role in (("olivia", "operator"), ("victor", "viewer"), ("lena", "operator")):
         save_user(app, name, role, PASSWORD)
     seeded = seed(app, dt.datetime.now(dt.UTC))
     server = make_server("127.0.0.1", 0, app, threaded=True)

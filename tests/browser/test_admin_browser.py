@@ -258,7 +258,7 @@ def test_dark_mode_detail(
 
 def test_log_out(live_server: LiveServer, new_page: Callable[..., Any]) -> None:
     page = new_page()
-    login(page, live_server)
+    login(page, live_server, "lena")
 
     page.click("[data-test=logout]")
     page.wait_for_url("**/admin/login")
