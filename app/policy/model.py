@@ -6,11 +6,15 @@ import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from types import MappingProxyType
 from typing import Final, Literal
+from zoneinfo import ZoneInfo
 
 Action = Literal["restart", "skip"]
+Verdict = Literal["restart", "skip", "held"]
+"""A decision's action: ``held`` is a restart queued but not due while its signature's
+breaker is open (docs/policy.md, "Error-signature breaker")."""
 HostsMode = Literal["failed", "all_failed", "none"]
 
 ACTIONS: Final[tuple[str, ...]] = ("restart", "skip")
@@ -48,6 +52,12 @@ class ReasonCode:
     BUDGET_PER_ACCOUNT: Final = "budget_per_account"
     BUDGET_GLOBAL: Final = "budget_global"
     BREAKER_OPEN: Final = "breaker_open"
+    SYSTEMIC: Final = "systemic"
+    """A rule with a ``failed_hosts`` condition said skip: the run failed, not a host."""
+    BLACKOUT: Final = "blackout"
+    """Deferring the restart to the end of a blackout would pass its deadline."""
+    SIGNATURE_OPEN: Final = "signature_open"
+    """The failure's error-signature breaker is open: the restart is held (action ``held``)."""
     NOT_MATCHED: Final = "not_matched"
     """Only for excluded hosts: the matching rule's host conditions left this host out."""
 
@@ -57,8 +67,10 @@ REASON_CODES: Final[tuple[str, ...]] = (
     ReasonCode.NOT_FAILED,
     ReasonCode.PAUSED,
     ReasonCode.RULE_SKIP,
+    ReasonCode.SYSTEMIC,
     ReasonCode.MAX_RESTARTS,
     ReasonCode.DEADLINE,
+    ReasonCode.BLACKOUT,
     ReasonCode.NO_FAILED_HOSTS,
     ReasonCode.QUARANTINE,
     ReasonCode.UNSAFE_CHANGED,
@@ -66,6 +78,7 @@ REASON_CODES: Final[tuple[str, ...]] = (
     ReasonCode.BUDGET_PER_ACCOUNT,
     ReasonCode.BUDGET_GLOBAL,
     ReasonCode.BREAKER_OPEN,
+    ReasonCode.SIGNATURE_OPEN,
 )
 """Decision reason codes, in the order the engine checks them."""
 
@@ -145,6 +158,22 @@ class Settings:
     deadline: timedelta | None = timedelta(hours=6)
     """``None`` means no deadline (``deadline: null``)."""
     require_unchanged: bool = False
+    ignore_blackouts: bool = False
+    """Restart even inside a blackout window (for emergency jobs)."""
+
+
+@dataclass(frozen=True)
+class FailedShare:
+    """``when.failed_hosts``: how much of the run failed. All given bounds must hold.
+
+    ``min``/``max`` bound the number of failed hosts; ``ratio_over`` requires failed / all
+    hosts of the run to be strictly above it, and does not match when the run's host count
+    is unknown (``DecisionInput.run_host_count`` is None).
+    """
+
+    min: int | None = None
+    max: int | None = None
+    ratio_over: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +191,8 @@ class When:
     host: tuple[Glob, ...] = ()
     failure: tuple[str, ...] = ()
     message: tuple[MessagePattern, ...] = ()
+    failed_hosts: FailedShare | None = None
+    """About the execution's run as a whole (see ``FailedShare``)."""
 
     @property
     def has_host_conditions(self) -> bool:
@@ -169,7 +200,13 @@ class When:
 
     @property
     def is_catch_all(self) -> bool:
-        return not (self.account or self.job or self.status or self.has_host_conditions)
+        return not (
+            self.account
+            or self.job
+            or self.status
+            or self.failed_hosts is not None
+            or self.has_host_conditions
+        )
 
 
 @dataclass(frozen=True)
@@ -235,6 +272,52 @@ class CircuitBreaker:
 
 
 @dataclass(frozen=True)
+class SignatureBreaker:
+    """``circuit_breaker.per_signature``: a signature seen failing in at least ``executions``
+    executions of at least ``jobs`` different jobs inside ``window`` opens its breaker; it
+    closes ``cool_down`` after that condition last held."""
+
+    executions: int = 5
+    jobs: int = 3
+    window: timedelta = timedelta(minutes=10)
+    cool_down: timedelta = timedelta(minutes=15)
+
+    @property
+    def lookback(self) -> timedelta:
+        """How far back ``DecisionInput.signature_sightings`` must reach."""
+        return self.window + self.cool_down
+
+
+@dataclass(frozen=True)
+class Blackout:
+    """One ``schedule.blackouts`` window: on ``days`` (0 = Monday) from ``start`` to ``end``,
+    local time in ``tz``. ``start > end`` spans midnight (the day is the one it starts on);
+    ``end`` of ``None`` means midnight at the end of the day (``to: "24:00"``)."""
+
+    name: str
+    days: frozenset[int]
+    start: time
+    end: time | None
+    tz: str
+    zone: ZoneInfo = field(compare=False, repr=False)
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    blackouts: tuple[Blackout, ...] = ()
+
+
+@dataclass(frozen=True)
+class ActiveBlackout:
+    """The blackout covering a moment: its name and the first moment after it (windows that
+    touch or overlap are followed to the end of the last)."""
+
+    name: str
+    ends_at: datetime
+
+
+@dataclass(frozen=True)
 class Policy:
     version_hash: str
     """Short sha256 of the policy text: recorded with every decision."""
@@ -243,6 +326,9 @@ class Policy:
     limits: Limits = Limits()
     circuit_breaker: CircuitBreaker | None = CircuitBreaker()
     """``None`` when disabled (``circuit_breaker: null``)."""
+    signature_breaker: SignatureBreaker | None = None
+    """``circuit_breaker.per_signature``; off unless given."""
+    schedule: Schedule = Schedule()
     schema_version: int = 1
     source: str = "policy.yaml"
     warnings: tuple[PolicyProblem, ...] = ()
@@ -272,6 +358,37 @@ class BudgetUsage:
     per_job: int = 0
     per_account: int = 0
     global_: int = 0
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A failure's error signature: the failure class plus the message with its variable parts
+    (numbers, hex ids, UUIDs, IP addresses, host names, quoted paths) masked."""
+
+    key: str
+    """A short stable hash of ``failure_class`` and ``text``: what the breaker counts by."""
+    failure_class: str
+    text: str
+    """The normalised message, as operators see it."""
+
+
+@dataclass(frozen=True, order=True)
+class Sighting:
+    """One failed run with a given signature: when it failed, which execution, which job."""
+
+    at: datetime
+    execution_id: str
+    job_id: str
+
+
+@dataclass(frozen=True)
+class SignatureState:
+    open: bool
+    until: datetime | None
+    """When open: the earliest moment it can close (later if the condition keeps holding)."""
+    executions: int
+    jobs: int
+    """Distinct executions and jobs inside the window when the condition last held (or now)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -307,6 +424,13 @@ class DecisionInput:
     restart_outcomes: tuple[RestartOutcome, ...] = ()
     paused: str | None = None
     """Why automatic restarts are paused here (e.g. "job paused by alice"), or None."""
+    run_host_count: int | None = None
+    """Every host of the failed run (failed or not), when the run's stats told; else None."""
+    signature: Signature | None = None
+    """This failure's signature (``failure_signature`` of its failed hosts), or None."""
+    signature_sightings: tuple[Sighting, ...] = ()
+    """Failed runs with the same signature inside the breaker's lookback, this one included
+    (none from before an operator last closed the breaker by hand)."""
 
     def __post_init__(self) -> None:
         for name in ("now", "first_failure_at"):
@@ -332,7 +456,7 @@ class ExcludedHost:
 
 @dataclass(frozen=True)
 class Decision:
-    action: Action
+    action: Verdict
     hosts: tuple[str, ...]
     """Hosts to restart; empty on a restart means POST ``{}`` (no host list)."""
     excluded_hosts: tuple[ExcludedHost, ...]
@@ -345,10 +469,25 @@ class Decision:
     policy_version: str
     attempt: int
     """The restart number this decision is (or would have been): ``prior_restarts + 1``."""
+    deferred_by: str | None = None
+    """The blackout that moved ``due_at`` to its end, or None."""
+    signature: Signature | None = None
+    """The failure's signature (set whether or not its breaker is on)."""
+    held_until: datetime | None = None
+    """For ``held``: the earliest moment the signature's breaker can close."""
 
     @property
     def restart(self) -> bool:
         return self.action == "restart"
+
+    @property
+    def held(self) -> bool:
+        return self.action == "held"
+
+    @property
+    def queued(self) -> bool:
+        """Whether the decision queues a restart (now due, or held)."""
+        return self.action in ("restart", "held")
 
 
 @dataclass(frozen=True)
