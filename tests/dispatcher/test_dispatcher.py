@@ -14,9 +14,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -28,112 +27,24 @@ from app.extensions import get_runtime, get_settings
 from app.models import Decision, Restart, RestartAttempt
 from app.runner import RunnerClient
 from app.runner.factory import make_runner_client
-from app.simulator import SimulatorConfig, SimulatorControl, SimulatorServer
+from app.simulator import SimulatorControl, SimulatorServer
 from tests.conftest import CALLBACK_TOKEN
+from tests.dispatcher.conftest import (
+    ACCOUNT,
+    PASSWORD,
+    POLICY,
+    PROJECT,
+    USER,
+    discover,
+    drain,
+    failing_fleet,
+    restart_states,
+    runner_settings,
+    wait_until,
+)
 from tests.helpers import transaction
 
 pytestmark = pytest.mark.slow
-
-USER, PASSWORD, ACCOUNT = "ops@example.com", "sim-pa55word-123", "XXXX"
-POLICY = (
-    "version: 1\n"
-    "defaults: {backoff: {initial: 0s}, max_restarts: 5}\n"
-    "limits: {per_job: null, per_account: null, global: null, per_host: null}\n"
-    "circuit_breaker: null\n"
-)
-PROJECT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def sim() -> Iterator[SimulatorServer]:
-    config = SimulatorConfig.single_user(USER, PASSWORD, ACCOUNT, seed=11, speed=0)
-    server = SimulatorServer(config).start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def control(sim: SimulatorServer) -> Iterator[SimulatorControl]:
-    with requests.Session() as session:
-        yield SimulatorControl(session, sim.url)
-
-
-def runner_settings(sim: SimulatorServer, **extra: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        "runner_api_url": sim.url,
-        "runner_auth_url": sim.auth_url,
-        "runner_username": USER,
-        "runner_password": PASSWORD,
-        "reconcile_accounts": (ACCOUNT,),
-        "retry_base_seconds": 0.01,
-        "uncertain_retry_seconds": 2.0,
-        "lease_seconds": 4.0,
-        "runner_connect_timeout": 1.0,
-        "runner_read_timeout": 2.5,
-        "dispatch_interval": 0.05,
-    }
-    settings.update(extra)
-    return settings
-
-
-@pytest.fixture
-def rapp(make_app: Callable[..., Flask], policy_file: Path, sim: SimulatorServer) -> Flask:
-    policy_file.write_text(POLICY)
-    return make_app(**runner_settings(sim))
-
-
-def failing_fleet(
-    control: SimulatorControl, executions: int, jobs: int = 1, script: str = "fail"
-) -> list[str]:
-    spec = {
-        "account": ACCOUNT,
-        "jobs": [
-            {
-                "description": f"deploy tier {n}",
-                "hosts": {f"web{n}a": script, f"web{n}b": "ok"},
-                "executions": executions,
-            }
-            for n in range(jobs)
-        ],
-    }
-    created = control.fleet(spec)
-    control.advance_until_idle()
-    return [eid for job in created["jobs"] for eid in job["executions"]]
-
-
-def discover(app: Flask) -> int:
-    """Let the reconciler find the failures (no callbacks here) and queue restarts."""
-    client = make_runner_client(get_settings(app))
-    assert client is not None
-    return Reconciler(get_runtime(app), client).run_once().restarts_queued
-
-
-def drain(app: Flask, dispatcher: Dispatcher | None = None, timeout: float = 30.0) -> None:
-    if dispatcher is None:
-        client = make_runner_client(get_settings(app))
-        assert client is not None
-        dispatcher = Dispatcher(get_runtime(app), client, name="test-dispatcher")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        dispatcher.run_once()
-        with transaction(app) as session:
-            active = session.scalar(
-                select(func.count())
-                .select_from(Restart)
-                .where(Restart.state.in_(("pending", "in_flight")))
-            )
-        if not active:
-            return
-        time.sleep(0.05)
-    raise AssertionError("restarts still pending")
-
-
-def restart_states(app: Flask) -> list[tuple[str, str | None, int]]:
-    with transaction(app) as session:
-        return [
-            (r.state, r.outcome, r.attempts)
-            for r in session.scalars(select(Restart).order_by(Restart.id))
-        ]
 
 
 def worker_env(
@@ -178,15 +89,6 @@ def spawn_worker(env: dict[str, str], log: Path, dispatchers: int = 1) -> subpro
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def settled(app: Flask, total: int) -> Callable[[], bool]:
