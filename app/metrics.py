@@ -24,3 +24,12 @@ RECONCILE_CAPPED = Counter(
     "respawn_reconcile_page_cap_total",
     "Reconciler passes that stopped at the page cap before the window's start",
 )
+HELD_RELEASED = Counter(
+    "respawn_held_restarts_released_total",
+    "Held restarts let go once their error signature's breaker closed, by what became of them",
+    ["outcome"],
+)
+BLACKOUT_ACTIVE = Gauge(
+    "respawn_blackout_active",
+    "1 while a blackout window of the policy is active (automatic restarts are deferred)",
+)

@@ -30,10 +30,13 @@ class RestartState(StrEnum):
     """Where a restart (an outbox row) is in its life; `app.core.outbox` moves it on.
 
     pending → in_flight → done | failed | not_needed | pending (retry later);
-    pending → cancelled | not_needed; an in_flight row whose lease expired is claimed again.
+    pending → cancelled | not_needed; an in_flight row whose lease expired is claimed again;
+    held (its error signature's breaker is open) → pending | cancelled | not_needed, and a
+    pending row joins `held` when its signature's breaker opens.
     """
 
     PENDING = "pending"
+    HELD = "held"
     IN_FLIGHT = "in_flight"
     DONE = "done"
     FAILED = "failed"
@@ -41,7 +44,7 @@ class RestartState(StrEnum):
     CANCELLED = "cancelled"
 
 
-ACTIVE_RESTART_STATES = (RestartState.PENDING, RestartState.IN_FLIGHT)
+ACTIVE_RESTART_STATES = (RestartState.PENDING, RestartState.HELD, RestartState.IN_FLIGHT)
 """A restart under way: at most one per execution at a time."""
 BUDGET_RESTART_STATES = (RestartState.PENDING, RestartState.IN_FLIGHT, RestartState.DONE)
 """What budgets count: restarts queued, being sent or sent (not failed, cancelled, unneeded)."""
@@ -97,6 +100,8 @@ class ExecutionRun(Base):
     # True while the time comes from status events only, not from an execution document.
     start_derived: Mapped[bool] = mapped_column(Boolean, default=False)
     end_derived: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Every host of the run, failed or not, from its closing stats; None until they come.
+    host_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     execution: Mapped[Execution] = relationship(back_populates="runs", lazy="raise")
 
@@ -183,15 +188,21 @@ class Decision(Base):
     """What the policy (or an operator) decided for a failed run, and why."""
 
     __tablename__ = "decisions"
-    __table_args__ = (Index("ix_decisions_execution", "execution_pk", "id"),)
+    __table_args__ = (
+        Index("ix_decisions_execution", "execution_pk", "id"),
+        # The signature breaker counts a signature's recent failures.
+        Index("ix_decisions_signature", "signature", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     execution_pk: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
     run_index: Mapped[int] = mapped_column(Integer)
     # "auto:<execution pk>:<run>" for the policy, so one run is never decided twice.
     decision_key: Mapped[str] = mapped_column(String(96), unique=True)
-    origin: Mapped[str] = mapped_column(String(16))  # "policy" | "manual"
-    action: Mapped[str] = mapped_column(String(16))  # "restart" | "skip"
+    # "policy" | "manual" | "release" (a held restart let go, or dropped, once its signature
+    # closed: "release:<restart id>")
+    origin: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(16))  # "restart" | "skip" | "held"
     hosts: Mapped[list[str]] = mapped_column(JSONType, default=list)
     excluded_hosts: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list)
     due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -202,6 +213,25 @@ class Decision(Base):
     policy_version: Mapped[str] = mapped_column(String(64))
     actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # The failure's error signature (`signatures.key`); the blackout that deferred it.
+    signature: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    deferred_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    held_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class FailureSignature(Base):
+    """An error signature seen in a decision: its normalised text, and a hand close."""
+
+    __tablename__ = "signatures"
+
+    key: Mapped[str] = mapped_column(String(16), primary_key=True)
+    failure_class: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    first_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Sightings up to this moment no longer count (an operator closed the breaker by hand).
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class Restart(Base):
@@ -213,6 +243,7 @@ class Restart(Base):
         # Budgets count restarts by time; the breaker reads finished ones by result time.
         Index("ix_restarts_created", "created_at"),
         Index("ix_restarts_result_at", "result_at"),
+        Index("ix_restarts_held", "hold_signature", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -241,6 +272,8 @@ class Restart(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancelled_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # While held: the signature whose breaker holds it.
+    hold_signature: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class RestartAttempt(Base):

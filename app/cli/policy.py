@@ -303,6 +303,12 @@ def _report_lines(report: BacktestReport, source: str, since: dt.timedelta) -> l
     def tallies(title: str, found: tuple[Tally, ...]) -> None:
         rows(title, {t.key: t.current for t in found}, {t.key: t.candidate for t in found})
 
+    lines.append(f"{'held (signature breaker open)':32}{current.held:>10}{candidate.held:>11}")
+    lines.append(f"{'deferred (blackout)':32}{current.deferred:>10}{candidate.deferred:>11}")
+    lines.append(
+        f"restarts saved by the candidate: {report.saved} (restarted then; held, or skipped as "
+        "systemic or for a blackout, under the candidate)"
+    )
     rows("skips by reason", current.skips, candidate.skips)
     rows("tripped (failures skipped by)", current.trips, candidate.trips)
     lines.append(

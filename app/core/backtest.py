@@ -24,11 +24,16 @@ from app.policy import (
     Policy,
     ReasonCode,
     RestartOutcome,
+    Sighting,
     decide_restart,
+    failure_signature,
 )
 from app.policy import Decision as PolicyDecision
 
 __all__ = ["BacktestReport", "Difference", "Side", "Tally", "Verdict", "run_backtest"]
+
+GUARD_SKIPS = (ReasonCode.SYSTEMIC, ReasonCode.BLACKOUT)
+"""Skips by the systemic conditions and blackouts: with holds, the restarts they save."""
 
 BATCH_SIZE = 1000
 """Stored decisions read per batch (one short transaction, a few queries)."""
@@ -61,6 +66,10 @@ class Side:
     """Failures skipped by a quarantine, a budget or the breaker, by reason code."""
     quarantined_hosts: int
     """Hosts left out of restarts (or blocking them) because they were quarantined."""
+    held: int = 0
+    """Restarts held while their error signature's breaker was open."""
+    deferred: int = 0
+    """Restarts deferred to the end of a blackout window."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,9 @@ class BacktestReport:
     per_host: tuple[Tally, ...]
     samples: tuple[Difference, ...]
     """The first differences in time order, at most ``MAX_SAMPLES``."""
+    saved: int = 0
+    """Failures the current policy restarted that the candidate held or skipped as systemic
+    or for a blackout: the restarts its round-two guards would have saved."""
 
 
 # --- the simulation -----------------------------------------------------------------------------
@@ -144,6 +156,7 @@ class _Simulation:
         self.outcomes: list[RestartOutcome] = []
         self._outcomes_view: tuple[RestartOutcome, ...] | None = None
         self.executions: dict[int, _Track] = {}
+        self.sightings: dict[str, deque[Sighting]] = {}
 
     @property
     def warm_up(self) -> dt.timedelta:
@@ -154,6 +167,8 @@ class _Simulation:
             spans.append(limits.per_host.lookback)
         if self.policy.circuit_breaker is not None:
             spans.append(self.policy.circuit_breaker.lookback)
+        if self.policy.signature_breaker is not None:
+            spans.append(self.policy.signature_breaker.lookback)
         return max(spans, default=dt.timedelta(0))
 
     def decide(self, item: Stored) -> PolicyDecision | None:
@@ -165,6 +180,7 @@ class _Simulation:
             for host, at in item.failure_times:
                 bisect.insort(self.host_failures.setdefault(host, []), at)
         now = item.at
+        signature = failure_signature(item.failed_hosts)
         decision = decide_restart(
             self.policy,
             DecisionInput(
@@ -186,9 +202,14 @@ class _Simulation:
                 paused=item.verdict.reason
                 if item.verdict.reason_code == ReasonCode.PAUSED
                 else None,
+                run_host_count=item.run_host_count,
+                signature=signature,
+                signature_sightings=self._sighted(item, signature.key if signature else None),
             ),
         )
-        if decision.restart:
+        # A held restart goes out once its signature closes (unless its deadline passed by
+        # then, which the replay cannot know): its run follows as a restart's would.
+        if decision.queued:
             track.prior_restarts += 1
             track.reachable_run = item.run_index + 1
             self._count_restart(item)
@@ -196,6 +217,16 @@ class _Simulation:
                 bisect.insort(self.outcomes, item.next_outcome)
                 self._outcomes_view = None
         return decision
+
+    def _sighted(self, item: Stored, key: str | None) -> tuple[Sighting, ...]:
+        breaker = self.policy.signature_breaker
+        if breaker is None or key is None:
+            return ()
+        seen = self.sightings.setdefault(key, deque())
+        seen.append(Sighting(item.at, item.execution_id, item.job_id))
+        while seen and seen[0].at < item.at - breaker.lookback:
+            seen.popleft()
+        return tuple(seen)
 
     def note_manual(self, item: Stored) -> None:
         """An operator's restart: its run follows, and it may count against the budgets."""
@@ -227,6 +258,14 @@ class _Simulation:
                 _prune_sorted(self.host_failures[host], since)
                 if not self.host_failures[host]:
                     del self.host_failures[host]
+        breaker = self.policy.signature_breaker
+        if breaker is not None:
+            for key in list(self.sightings):
+                seen = self.sightings[key]
+                while seen and seen[0].at < now - breaker.lookback:
+                    seen.popleft()
+                if not seen:
+                    del self.sightings[key]
         self._outcomes(now)
 
     def _track(self, item: Stored) -> _Track:
@@ -297,6 +336,8 @@ class _SideTally:
     skips: Counter[str] = field(default_factory=Counter)
     trips: Counter[str] = field(default_factory=Counter)
     quarantined_hosts: int = 0
+    held: int = 0
+    deferred: int = 0
     per_job: Counter[str] = field(default_factory=Counter)
     per_host: Counter[str] = field(default_factory=Counter)
 
@@ -305,8 +346,11 @@ class _SideTally:
             self.restarts += 1
             self.per_job[job_id] += 1
             self.per_host.update(verdict.hosts or (NO_HOST_LIST,))
+        elif verdict.action == "held":
+            self.held += 1
         else:
             self.skips[verdict.reason_code] += 1
+        self.deferred += verdict.deferred_by is not None
         if verdict.reason_code in TRIP_CODES:
             self.trips[verdict.reason_code] += 1
         self.quarantined_hosts += sum(code == ReasonCode.QUARANTINE for code in excluded_codes)
@@ -317,12 +361,19 @@ class _SideTally:
             skips=dict(self.skips.most_common()),
             trips=dict(self.trips.most_common()),
             quarantined_hosts=self.quarantined_hosts,
+            held=self.held,
+            deferred=self.deferred,
         )
 
 
 def _verdict(decision: PolicyDecision) -> Verdict:
     return Verdict(
-        decision.action, decision.hosts, decision.rule, decision.reason_code, decision.reason
+        decision.action,
+        decision.hosts,
+        decision.rule,
+        decision.reason_code,
+        decision.reason,
+        decision.deferred_by,
     )
 
 
@@ -342,6 +393,7 @@ class _Comparison:
     not_reached_restarted: int = 0
     differ: int = 0
     action_differs: int = 0
+    saved: int = 0
     samples: list[Difference] = field(default_factory=list)
 
     def add(self, item: Stored, decision: PolicyDecision | None) -> None:
@@ -355,6 +407,10 @@ class _Comparison:
             return
         candidate = _verdict(decision)
         self.candidate.add(candidate, item.job_id, (e.code for e in decision.excluded_hosts))
+        if current.action == "restart" and (
+            candidate.action == "held" or candidate.reason_code in GUARD_SKIPS
+        ):
+            self.saved += 1
         if (current.action, current.hosts, current.rule, current.reason_code) == (
             candidate.action,
             candidate.hosts,
@@ -411,4 +467,5 @@ def run_backtest(
         per_job=_top(current.per_job, proposed.per_job),
         per_host=_top(current.per_host, proposed.per_host),
         samples=tuple(comparison.samples),
+        saved=comparison.saved,
     )

@@ -28,11 +28,13 @@ SessionScope = Callable[[], AbstractContextManager[Session]]
 @dataclass(frozen=True)
 class Verdict:
     action: str
-    """restart, skip, or ``not_reached`` (candidate only)."""
+    """restart, skip, held, or ``not_reached`` (candidate only)."""
     hosts: tuple[str, ...]
     rule: str
     reason_code: str
     reason: str
+    deferred_by: str | None = None
+    """The blackout the restart was deferred to the end of."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ class Stored:
     """How the execution's next run really ended, if it did: the outcome of restarting this run."""
     restarts_before: int = 0
     """The execution's automatic restarts stored before the replay starts."""
+    run_host_count: int | None = None
+    """Every host of the failed run, when its stats were stored."""
 
 
 def stored_batches(
@@ -95,6 +99,7 @@ def _read_batch(
             Decision.reason_code,
             Decision.reason,
             Decision.policy_version,
+            Decision.deferred_by,
             Decision.run_index,
             Execution.id.label("execution_pk"),
             Execution.execution_id,
@@ -103,7 +108,9 @@ def _read_batch(
             Execution.first_failure_at,
         )
         .join(Execution, Execution.id == Decision.execution_pk)
+        # A release (a held restart let go) belongs to the decision that held it.
         .where(Decision.created_at >= start, Decision.created_at <= until)
+        .where(Decision.origin != "release")
         .order_by(Decision.created_at, Decision.id)
         .limit(batch_size)
     )
@@ -122,8 +129,10 @@ def _read_batch(
     for row in rows:
         key = (row.execution_pk, row.run_index)
         hosts = failures.get(key, [])
-        status, _ = statuses.get(key, ("FAILURE", None))
-        next_status, ended_at = statuses.get((row.execution_pk, row.run_index + 1), ("", None))
+        status, _, host_count = statuses.get(key, ("FAILURE", None, None))
+        next_status, ended_at, _ = statuses.get(
+            (row.execution_pk, row.run_index + 1), ("", None, None)
+        )
         outcome = None
         if next_status in FINAL_STATUSES and ended_at is not None:
             outcome = RestartOutcome(ended_at, next_status in FAILED_STATUSES)
@@ -133,7 +142,12 @@ def _read_batch(
                 at=row.created_at,
                 origin=row.origin,
                 verdict=Verdict(
-                    row.action, tuple(row.hosts or ()), row.rule, row.reason_code, row.reason
+                    row.action,
+                    tuple(row.hosts or ()),
+                    row.rule,
+                    row.reason_code,
+                    row.reason,
+                    row.deferred_by,
                 ),
                 excluded_codes=tuple(str(e.get("code", "")) for e in row.excluded_hosts or ()),
                 policy_version=row.policy_version,
@@ -150,6 +164,7 @@ def _read_batch(
                 failure_times=tuple((failure.host, at) for failure, at in hosts),
                 next_outcome=outcome,
                 restarts_before=before.get(row.execution_pk, 0),
+                run_host_count=host_count,
             )
         )
     return batch
@@ -186,7 +201,7 @@ def _host_failures(
 
 def _run_ends(
     session: Session, runs: set[tuple[int, int]]
-) -> dict[tuple[int, int], tuple[str, dt.datetime | None]]:
+) -> dict[tuple[int, int], tuple[str, dt.datetime | None, int | None]]:
     if not runs:
         return {}
     rows = session.execute(
@@ -195,10 +210,13 @@ def _run_ends(
             ExecutionRun.run_index,
             ExecutionRun.status,
             ExecutionRun.ended_at,
+            ExecutionRun.host_count,
         ).where(ExecutionRun.execution_pk.in_({pk for pk, _ in runs}))
     )
     return {
-        (pk, run): (status, ended_at) for pk, run, status, ended_at in rows if (pk, run) in runs
+        (pk, run): (status, ended_at, hosts)
+        for pk, run, status, ended_at, hosts in rows
+        if (pk, run) in runs
     }
 
 

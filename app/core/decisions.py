@@ -19,18 +19,34 @@ from sqlalchemy.orm import Session
 
 from app import metrics
 from app.core.errors import Conflict, Invalid
-from app.core.stats import budget_usage, host_failure_times, pause_reason, restart_outcomes
+from app.core.lifecycle import transition
+from app.core.stats import (
+    budget_usage,
+    host_failure_times,
+    pause_reason,
+    restart_outcomes,
+    signature_sightings,
+)
 from app.models import (
     ACTIVE_RESTART_STATES,
     Decision,
     Execution,
+    ExecutionRun,
+    FailureSignature,
     HostFailure,
     Job,
     Restart,
     RestartState,
 )
 from app.policy import Decision as PolicyDecision
-from app.policy import DecisionInput, Policy, decide_restart
+from app.policy import (
+    DecisionInput,
+    Policy,
+    Sighting,
+    Signature,
+    decide_restart,
+    failure_signature,
+)
 from app.policy import HostFailure as PolicyHostFailure
 from app.runner.documents import FAILED_STATUSES
 
@@ -69,27 +85,63 @@ def policy_host_failure(
     return PolicyHostFailure(host, failure_class, text, changed)
 
 
-def _prior_restarts(session: Session, execution: Execution) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Restart)
-            .where(
-                Restart.execution_pk == execution.id,
-                Restart.manual.is_(False),
-                Restart.state != RestartState.CANCELLED,
-            )
+def _prior_restarts(session: Session, execution: Execution, leaving_out: int | None) -> int:
+    query = (
+        select(func.count())
+        .select_from(Restart)
+        .where(
+            Restart.execution_pk == execution.id,
+            Restart.manual.is_(False),
+            Restart.state != RestartState.CANCELLED,
         )
-        or 0
+    )
+    if leaving_out is not None:
+        query = query.where(Restart.id != leaving_out)
+    return session.scalar(query) or 0
+
+
+def _run_host_count(session: Session, execution: Execution) -> int | None:
+    return session.scalar(
+        select(ExecutionRun.host_count).where(
+            ExecutionRun.execution_pk == execution.id,
+            ExecutionRun.run_index == execution.run_index,
+        )
     )
 
 
+def _sightings(
+    session: Session,
+    policy: Policy,
+    signature: Signature | None,
+    execution: Execution,
+    now: dt.datetime,
+    releasing: bool,
+) -> tuple[Sighting, ...]:
+    """The signature breaker's input: earlier failures with this signature, and this one
+    (not when a held restart is being released: its failure was counted when it was held)."""
+    breaker = policy.signature_breaker
+    if breaker is None or signature is None or releasing:
+        return ()
+    earlier = signature_sightings(session, breaker, signature.key, now)
+    return (*earlier, Sighting(now, execution.execution_id, execution.job_id))
+
+
 def decision_input(
-    session: Session, policy: Policy, execution: Execution, now: dt.datetime
+    session: Session,
+    policy: Policy,
+    execution: Execution,
+    now: dt.datetime,
+    releasing: Restart | None = None,
 ) -> DecisionInput:
-    """Everything the engine needs to decide on the execution's current (failed) run."""
+    """Everything the engine needs to decide on the execution's current (failed) run.
+
+    With `releasing`, the input for a held restart being let go: the restart itself is not
+    an earlier one, and its signature is not sighted again.
+    """
     hosts = _failed_hosts(session, execution)
     job = session.get(Job, execution.job_id) if execution.job_id else None
+    signature = failure_signature(hosts)
+    held = releasing is not None
     return DecisionInput(
         execution_id=execution.execution_id,
         account=execution.account_alias,
@@ -101,12 +153,34 @@ def decision_input(
         first_failure_at=execution.first_failure_at or now,
         now=now,
         failed_hosts=hosts,
-        prior_restarts=_prior_restarts(session, execution),
+        prior_restarts=_prior_restarts(
+            session, execution, releasing.id if releasing is not None else None
+        ),
         usage=budget_usage(session, policy, execution, now),
         host_failure_times=host_failure_times(session, policy, [h.host for h in hosts], now),
         restart_outcomes=restart_outcomes(session, policy, now),
         paused=pause_reason(session, execution.job_id),
+        run_host_count=_run_host_count(session, execution),
+        signature=signature,
+        signature_sightings=_sightings(session, policy, signature, execution, now, held),
     )
+
+
+def remember_signature(session: Session, signature: Signature, now: dt.datetime) -> None:
+    """Keep the signature's normalised text, for the pages that list open signatures."""
+    row = session.get(FailureSignature, signature.key)
+    if row is None:
+        session.add(
+            FailureSignature(
+                key=signature.key,
+                failure_class=signature.failure_class,
+                text=signature.text,
+                first_seen_at=now,
+                last_seen_at=now,
+            )
+        )
+    elif row.last_seen_at < now:
+        row.last_seen_at = now
 
 
 @dataclass(frozen=True)
@@ -121,12 +195,17 @@ def store_decision(
     decision: PolicyDecision,
     key: str,
     now: dt.datetime,
+    origin: str = "policy",
 ) -> StoredDecision:
+    """Record the decision; a restart queues an outbox row, due or held."""
+    signature = decision.signature
+    if signature is not None:
+        remember_signature(session, signature, now)
     row = Decision(
         execution_pk=execution.id,
         run_index=execution.run_index,
         decision_key=key,
-        origin="policy",
+        origin=origin,
         action=decision.action,
         hosts=list(decision.hosts),
         excluded_hosts=[
@@ -139,12 +218,19 @@ def store_decision(
         reason=decision.reason,
         policy_version=decision.policy_version,
         created_at=now,
+        signature=signature.key if signature is not None else None,
+        deferred_by=decision.deferred_by,
+        held_until=decision.held_until,
     )
     session.add(row)
     session.flush()
     restart = None
-    if decision.restart:
+    if decision.queued and origin == "policy":
         restart = _queue_restart(session, execution, row, decision.due_at or now, now, True)
+        if decision.held and signature is not None:
+            transition(restart, RestartState.HELD, now)
+            restart.hold_signature = signature.key
+            hold_pending(session, signature.key, now)
     metrics.DECISIONS.labels(action=decision.action, reason_code=decision.reason_code).inc()
     log.info(
         "execution %s run %s: %s", execution.execution_id, execution.run_index, decision.reason
@@ -180,10 +266,33 @@ def _queue_restart(
     return restart
 
 
+def hold_pending(session: Session, key: str, now: dt.datetime) -> int:
+    """The signature's breaker opened: automatic restarts with it that are queued but not yet
+    sent wait with the new failure (they are released together, in order)."""
+    waiting = session.scalars(
+        select(Restart)
+        .join(Decision, Decision.id == Restart.decision_id)
+        .where(
+            Decision.signature == key,
+            Restart.state == RestartState.PENDING,
+            Restart.manual.is_(False),
+        )
+        .order_by(Restart.id)
+    )
+    count = 0
+    for restart in waiting:
+        transition(restart, RestartState.HELD, now)
+        restart.hold_signature = key
+        restart.outcome_detail = "held: its error signature's breaker opened before it was sent"
+        count += 1
+    return count
+
+
 @dataclass
 class DecideResult:
     queued: int = 0
     deferred: int = 0
+    held: int = 0
 
 
 def _uses_job_globs(policy: Policy) -> bool:
@@ -225,7 +334,8 @@ def decide_failed_runs(
             continue
         decision = decide_restart(policy, decision_input(session, policy, execution, now))
         stored = store_decision(session, execution, decision, key, now)
-        result.queued += stored.restart is not None
+        result.queued += stored.restart is not None and decision.restart
+        result.held += decision.held
     return result
 
 

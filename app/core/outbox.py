@@ -1,10 +1,9 @@
 """The outbox of restarts: its lifecycle, claims under a lease, the call, the recorded answer.
 
-The outbox row of a decision (`restarts`) moves pending → in_flight → done | failed |
-not_needed | pending (a retry), or pending → cancelled | not_needed. Every change of state
-goes through `transition` (or, for the claim, the one conditional UPDATE that implements the
-same rule), and an illegal one raises. Each step is its own short transaction, and the Runner
-is called only between them, never while a transaction is open.
+The outbox row of a decision (`restarts`) moves as `app.core.lifecycle` allows. Every change
+of state goes through `transition` (or, for the claim, the one conditional UPDATE that
+implements the same rule), and an illegal one raises. Each step is its own short
+transaction, and the Runner is called only between them, never while a transaction is open.
 
 Exactly once: a claim takes a lease; if its holder dies mid-call the lease expires and the
 next claimer, before sending again, asks the Runner for the execution and re-sends only if
@@ -25,8 +24,8 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from app import metrics
-from app.core.errors import Conflict
 from app.core.ingest import advance_to_run, record_documents
+from app.core.lifecycle import FINAL_STATES, TRANSITIONS, IllegalTransition, cancel, transition
 from app.db import locked
 from app.models import Execution, Pause, Restart, RestartAttempt, RestartState
 from app.redact import redact_text
@@ -42,64 +41,23 @@ from app.runner.errors import (
 )
 from app.runner.keys import KeyFileError, resolve_keys
 
+__all__ = [
+    "FINAL_STATES",
+    "TRANSITIONS",
+    "CallResult",
+    "ClaimedRestart",
+    "IllegalTransition",
+    "RetryPolicy",
+    "cancel",
+    "claim_due_restarts",
+    "record_result",
+    "send_restart",
+    "transition",
+]
+
 log = logging.getLogger(__name__)
 
 MAX_DETAIL = 500
-
-# --- the lifecycle ----------------------------------------------------------------------------
-
-FINAL_STATES = frozenset(
-    {RestartState.DONE, RestartState.FAILED, RestartState.NOT_NEEDED, RestartState.CANCELLED}
-)
-TRANSITIONS: dict[RestartState, frozenset[RestartState]] = {
-    # Claimed by a dispatcher; cancelled by an operator; settled unsent when superseded.
-    RestartState.PENDING: frozenset(
-        {RestartState.IN_FLIGHT, RestartState.CANCELLED, RestartState.NOT_NEEDED}
-    ),
-    # The answer recorded (or a retry scheduled); claimed again once its lease expired.
-    RestartState.IN_FLIGHT: frozenset(
-        {
-            RestartState.IN_FLIGHT,
-            RestartState.PENDING,
-            RestartState.DONE,
-            RestartState.FAILED,
-            RestartState.NOT_NEEDED,
-        }
-    ),
-    **{state: frozenset() for state in FINAL_STATES},
-}
-
-
-class IllegalTransition(RuntimeError):
-    """A restart was asked to move where its lifecycle does not go (a bug, never input)."""
-
-
-def transition(restart: Restart, to: RestartState, now: dt.datetime) -> None:
-    """Move `restart` to state `to`; raises IllegalTransition if the lifecycle forbids it."""
-    current = RestartState(restart.state)
-    if to not in TRANSITIONS[current]:
-        raise IllegalTransition(f"restart {restart.id}: {current} -> {to} is not allowed")
-    restart.state = to
-    restart.updated_at = now
-    if to in FINAL_STATES:
-        restart.completed_at = now
-    if to != RestartState.IN_FLIGHT:
-        restart.lease_owner = None
-        restart.lease_expires_at = None
-
-
-def cancel(restart: Restart, actor: str, now: dt.datetime) -> None:
-    """An operator cancels a restart before it is sent (Conflict once it is past pending)."""
-    if restart.state != RestartState.PENDING:
-        raise Conflict(
-            f"restart is {restart.state}; only a pending restart can be cancelled",
-            code="not_pending",
-        )
-    transition(restart, RestartState.CANCELLED, now)
-    restart.cancelled_by = actor
-    restart.outcome = "cancelled"
-    restart.outcome_detail = f"cancelled by {actor}"
-
 
 # --- claims -----------------------------------------------------------------------------------
 

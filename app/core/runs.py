@@ -331,6 +331,11 @@ def apply_event(
         execution.last_event_at = at
 
     message = event.message if isinstance(event.message, Mapping) else {}
+    if event.event_type in CLOSING_EVENTS:
+        stats = message.get("stats")
+        if isinstance(stats, Mapping) and stats:
+            # Every host of the run, failed or not: the share a `failed_hosts` rule reads.
+            run.host_count = max(run.host_count or 0, len(stats))
     if event.event_type == "playbook_result":
         state.results.add(run_index)
         status = _final_status(event)

@@ -22,6 +22,7 @@ from app.models import (
     AuditEntry,
     Decision,
     Execution,
+    FailureSignature,
     HostFailure,
     Job,
     Pause,
@@ -34,6 +35,8 @@ from app.policy import (
     HostLimit,
     Policy,
     RestartOutcome,
+    Sighting,
+    SignatureBreaker,
     breaker_state,
     format_duration,
 )
@@ -41,6 +44,7 @@ from app.policy import (
 CHART_HOURS = 24
 MAX_HOST_HISTORY = 500
 MAX_OUTCOMES = 5000
+MAX_SIGHTINGS = 5000
 MAX_QUARANTINE_ROWS = 20_000
 TOP_BUDGET_USERS = 5
 
@@ -276,6 +280,32 @@ def restart_outcomes(
     return tuple(sorted(RestartOutcome(at, result == "failed_again") for at, result in rows if at))
 
 
+def signature_sightings(
+    session: Session, breaker: SignatureBreaker, key: str, now: dt.datetime
+) -> tuple[Sighting, ...]:
+    """The failed runs the policy decided with this signature inside the breaker's lookback,
+    oldest first; none from before an operator last closed it by hand."""
+    since = now - breaker.lookback
+    closed_at = session.scalar(
+        select(FailureSignature.closed_at).where(FailureSignature.key == key)
+    )
+    query = (
+        select(Decision.created_at, Execution.execution_id, Execution.job_id)
+        .join(Execution, Execution.id == Decision.execution_pk)
+        .where(
+            Decision.signature == key,
+            Decision.origin == "policy",
+            Decision.created_at >= since,
+            Decision.created_at <= now,
+        )
+        .order_by(Decision.created_at.desc())
+        .limit(MAX_SIGHTINGS)
+    )
+    if closed_at is not None:
+        query = query.where(Decision.created_at > closed_at)
+    return tuple(sorted(Sighting(as_utc(at), e, j) for at, e, j in session.execute(query)))
+
+
 @dataclass(frozen=True)
 class BreakerView:
     state: BreakerState
@@ -338,6 +368,8 @@ class Backlog:
     in_flight: int
     overdue: int
     oldest_due: dt.datetime | None
+    held: int = 0
+    """Queued but not due while their error signature's breaker is open."""
 
     @property
     def total(self) -> int:
@@ -346,7 +378,7 @@ class Backlog:
 
 def dispatcher_backlog(session: Session, now: dt.datetime) -> Backlog:
     """Restarts waiting to be sent or being sent, and how late the oldest one is."""
-    counts = {RestartState.PENDING: 0, RestartState.IN_FLIGHT: 0}
+    counts = {RestartState.PENDING: 0, RestartState.HELD: 0, RestartState.IN_FLIGHT: 0}
     oldest: dt.datetime | None = None
     overdue = 0
     for state, count, first_due, late in session.execute(
@@ -364,7 +396,13 @@ def dispatcher_backlog(session: Session, now: dt.datetime) -> Backlog:
             overdue = int(late or 0)
             if first_due is not None:
                 oldest = as_utc(first_due)
-    return Backlog(counts[RestartState.PENDING], counts[RestartState.IN_FLIGHT], overdue, oldest)
+    return Backlog(
+        counts[RestartState.PENDING],
+        counts[RestartState.IN_FLIGHT],
+        overdue,
+        oldest,
+        counts[RestartState.HELD],
+    )
 
 
 def active_restarts(session: Session, execution_pks: Sequence[int]) -> dict[int, str]:

@@ -8,9 +8,10 @@ import socket
 import threading
 import uuid
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app.core.outbox import RetryPolicy, claim_due_restarts, record_result, send_restart
+from app.core.signatures import any_held, release_held
 from app.db import utcnow
 from app.runner.client import RunnerClient
 from app.runtime import Runtime
@@ -40,8 +41,24 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def release(self) -> int:
+        """Let go the held restarts whose error signature's breaker has closed."""
+        with self.runtime.reading() as session:
+            if not any_held(session):
+                return 0
+        try:
+            with self.runtime.transaction() as session:
+                done = release_held(session, self.runtime.current_policy().policy, utcnow())
+        except IntegrityError:
+            # Another dispatcher released the same restart first (its release decision's
+            # key is taken): nothing to do here.
+            return 0
+        return done.released + done.dropped
+
     def run_once(self) -> int:
-        """Claim and carry out due restarts until none is due; return how many were handled."""
+        """Release what may go, then claim and carry out due restarts until none is due;
+        return how many restarts were sent."""
+        self.release()
         handled = 0
         while True:
             with self.runtime.transaction() as session:

@@ -48,15 +48,19 @@ def test_final_states_are_final_and_every_state_is_reachable() -> None:
     assert reached == set(RestartState)
 
 
-def test_only_a_pending_restart_can_be_cancelled() -> None:
-    pending = restart_in(RestartState.PENDING)
-    cancel(pending, "alice", NOW)
-    assert (pending.state, pending.cancelled_by, pending.outcome) == (
+@pytest.mark.parametrize("state", [RestartState.PENDING, RestartState.HELD])
+def test_a_pending_or_held_restart_can_be_cancelled(state: RestartState) -> None:
+    waiting = restart_in(state)
+    cancel(waiting, "alice", NOW)
+    assert (waiting.state, waiting.cancelled_by, waiting.outcome) == (
         RestartState.CANCELLED,
         "alice",
         "cancelled",
     )
-    for state in set(RestartState) - {RestartState.PENDING}:
+
+
+def test_only_a_pending_or_held_restart_can_be_cancelled() -> None:
+    for state in set(RestartState) - {RestartState.PENDING, RestartState.HELD}:
         with pytest.raises(Conflict) as raised:
             cancel(restart_in(state), "alice", NOW)
         assert raised.value.code == "not_pending"

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.core.decisions import decision_input
+from app.core.errors import NotFound
 from app.core.policy_source import LoadedPolicy, PolicyLoadError
 from app.core.queries import (
     ExecutionDetail,
@@ -26,6 +27,7 @@ from app.core.queries import (
     list_executions,
     restart_with_execution,
 )
+from app.core.signatures import SignatureView, open_signatures, signature_view
 from app.core.stats import (
     Backlog,
     BreakerView,
@@ -59,7 +61,20 @@ from app.models import (
     Pause,
     Restart,
 )
-from app.policy import Explanation, Policy, Rule, Settings, explain_decision, format_duration
+from app.policy import (
+    ActiveBlackout,
+    Blackout,
+    Explanation,
+    FailedShare,
+    Policy,
+    Rule,
+    Schedule,
+    Settings,
+    SignatureBreaker,
+    blackout_at,
+    explain_decision,
+    format_duration,
+)
 from app.redact import redact
 from app.runner.documents import FAILED_STATUSES, FINAL_STATUSES
 from app.web.admin.timeline import Timeline, build_timeline
@@ -148,6 +163,8 @@ class Overview:
     breaker: BreakerView | None
     pauses: list[Pause]
     recent_actions: list[AuditEntry]
+    signatures: list[SignatureView]
+    signature_breaker: SignatureBreaker | None
 
     @property
     def empty(self) -> bool:
@@ -168,7 +185,16 @@ def overview(session: Session, policy: Policy, now: dt.datetime) -> Overview:
         breaker=breaker_view(session, policy, now),
         pauses=list_pauses(session),
         recent_actions=recent_actions(session),
+        signatures=open_signatures(session, policy, now),
+        signature_breaker=policy.signature_breaker,
     )
+
+
+def signature(session: Session, policy: Policy, key: str, now: dt.datetime) -> SignatureView:
+    view = signature_view(session, policy, key, now)
+    if view is None:
+        raise NotFound(f"no error signature {key!r}")
+    return view
 
 
 # --- one execution -------------------------------------------------------------------------
@@ -207,6 +233,8 @@ class DetailPage:
     job_pause: Pause | None
     global_pause: Pause | None
     decisions_by_id: dict[int, Decision] = field(default_factory=dict)
+    signature: SignatureView | None = None
+    """The error signature of the latest failed run the policy decided."""
 
     @property
     def execution(self) -> Execution:
@@ -256,7 +284,11 @@ def restart_option(detail: ExecutionDetail) -> RestartOption:
 
 
 def detail_page(
-    session: Session, execution_id: str, events_cursor: str | None, now: dt.datetime
+    session: Session,
+    execution_id: str,
+    events_cursor: str | None,
+    now: dt.datetime,
+    policy: Policy | None = None,
 ) -> DetailPage:
     detail = execution_detail(session, execution_id)
     events: Page = list_events(session, detail.execution, EVENTS_PER_PAGE, events_cursor)
@@ -271,7 +303,17 @@ def detail_page(
         job_pause=pause_rows.get(detail.execution.job_id) if detail.execution.job_id else None,
         global_pause=pause_rows.get(""),
         decisions_by_id={d.id: d for d in detail.decisions},
+        signature=_latest_signature(session, policy, detail.decisions, now),
     )
+
+
+def _latest_signature(
+    session: Session, policy: Policy | None, decisions: Iterable[Decision], now: dt.datetime
+) -> SignatureView | None:
+    keys = [d.signature for d in decisions if d.signature and d.origin == "policy"]
+    if not keys or policy is None:
+        return None
+    return signature_view(session, policy, keys[-1], now)
 
 
 def restart_target(session: Session, execution_id: str) -> tuple[Execution, RestartOption]:
@@ -322,10 +364,45 @@ class PolicyPage:
     quarantined: list[QuarantinedHost]
     pauses: list[Pause]
     explained: ExplainResult | None
+    blackouts: list[BlackoutLine] = field(default_factory=list)
+    blackout_now: ActiveBlackout | None = None
+    signature_breaker: str | None = None
 
     @property
     def policy(self) -> Policy:
         return self.loaded.policy
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class BlackoutLine:
+    name: str
+    days: str
+    hours: str
+    tz: str
+    active_until: dt.datetime | None
+    """When this window is active now: the moment restarts may go again."""
+
+
+def blackout_line(window: Blackout, now: dt.datetime) -> BlackoutLine:
+    days = (
+        "every day" if len(window.days) == 7 else ", ".join(_DAYS[d] for d in sorted(window.days))
+    )
+    end = window.end.strftime("%H:%M") if window.end is not None else "24:00"
+    active = blackout_at(_alone(window), now)
+    return BlackoutLine(
+        window.name,
+        days,
+        f"{window.start.strftime('%H:%M')} to {end}",
+        window.tz,
+        active.ends_at if active is not None else None,
+    )
+
+
+def _alone(window: Blackout) -> Schedule:
+    return Schedule(blackouts=(window,))
 
 
 def _backoff_text(settings: Settings) -> str:
@@ -350,7 +427,20 @@ def settings_lines(settings: Settings, base: Settings | None = None) -> list[str
         lines.append(f"deadline: {deadline}")
     if base is None or settings.require_unchanged != base.require_unchanged:
         lines.append(f"require_unchanged: {'yes' if settings.require_unchanged else 'no'}")
+    if settings.ignore_blackouts and (base is None or not base.ignore_blackouts):
+        lines.append("ignore_blackouts: yes")
     return lines
+
+
+def failed_share_text(share: FailedShare) -> str:
+    parts = []
+    if share.min is not None:
+        parts.append(f"at least {share.min}")
+    if share.max is not None:
+        parts.append(f"at most {share.max}")
+    if share.ratio_over is not None:
+        parts.append(f"more than {share.ratio_over:.0%} of the run's hosts")
+    return "failed hosts: " + ", ".join(parts)
 
 
 def _patterns(values: Iterable[Any]) -> str:
@@ -370,7 +460,10 @@ def rule_summary(rule: Rule, defaults: Settings) -> RuleSummary:
             ("message", when.message),
         )
         if values
-    ] or ["every failure"]
+    ]
+    if when.failed_hosts is not None:
+        conditions.append(failed_share_text(when.failed_hosts))
+    conditions = conditions or ["every failure"]
     # The action is shown as a badge; the rest is what the rule changes from the defaults.
     changed = [
         line for line in settings_lines(rule.settings, defaults) if not line.startswith("action:")
@@ -416,4 +509,17 @@ def policy_page(
         quarantined=quarantined_hosts(session, per_host, now),
         pauses=list_pauses(session),
         explained=explained,
+        blackouts=[blackout_line(w, now) for w in policy.schedule.blackouts],
+        blackout_now=blackout_at(policy.schedule, now),
+        signature_breaker=_signature_breaker_text(policy.signature_breaker),
+    )
+
+
+def _signature_breaker_text(breaker: SignatureBreaker | None) -> str | None:
+    if breaker is None:
+        return None
+    return (
+        f"the same failure in {breaker.executions}+ executions of {breaker.jobs}+ jobs within "
+        f"{format_duration(breaker.window)} holds new restarts with it; it closes "
+        f"{format_duration(breaker.cool_down)} after that last held"
     )

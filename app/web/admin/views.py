@@ -30,6 +30,7 @@ from app.core.errors import Conflict, Invalid, NotFound
 from app.core.operator import cancel_restart, manual_restart, pause_automatic, resume_automatic
 from app.core.policy_source import LoadedPolicy
 from app.core.queries import ExecutionFilters
+from app.core.signatures import close_signature as close_signature_of
 from app.core.stats import pause_of
 from app.core.users import Throttle, end_sessions, sign_in
 from app.db import utcnow
@@ -327,7 +328,7 @@ def execution(execution_id: str) -> str:
     if cursor is not None and len(cursor) > 512:
         raise Invalid("invalid events cursor")
     session = get_session()
-    page = pages.detail_page(session, execution_id, cursor, utcnow())
+    page = pages.detail_page(session, execution_id, cursor, utcnow(), _loaded_policy().policy)
     _done_reading(session)
     user = _user()
     form = RestartChoiceForm()
@@ -443,6 +444,32 @@ def cancel(restart_id: int) -> BaseResponse | str:
     session.commit()
     flash(f"Restart {restart_id} cancelled; it will not be sent.", "success")
     return redirect(_detail_url(execution_id, "restarts"))
+
+
+@bp.route("/signatures/<segment:key>/close", methods=["GET", "POST"])
+def close_signature(key: str) -> BaseResponse | str:
+    user = _require_operator("close error signatures")
+    session = get_session()
+    policy = _loaded_policy().policy
+    now = utcnow()
+    view = pages.signature(session, policy, key, now)
+    if request.method == "GET":
+        _done_reading(session)
+        return render_template("admin/confirm_close_signature.html", view=view, form=ConfirmForm())
+    try:
+        _, released = close_signature_of(session, key, user.name, now, policy)
+    except ACTION_ERRORS as exc:
+        session.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("admin.overview") + "#signatures")
+    session.commit()
+    wake_dispatcher()
+    flash(
+        f"Signature closed: {released.released} held restart"
+        f"{'' if released.released == 1 else 's'} released, {released.dropped} dropped.",
+        "success",
+    )
+    return redirect(url_for("admin.overview") + "#signatures")
 
 
 def _pause_scope(job: str | None) -> str:

@@ -123,8 +123,8 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "integer"},
             "run": {"type": "integer"},
-            "origin": {"type": "string", "enum": ["policy", "manual"]},
-            "action": {"type": "string", "enum": ["restart", "skip"]},
+            "origin": {"type": "string", "enum": ["policy", "manual", "release"]},
+            "action": {"type": "string", "enum": ["restart", "skip", "held"]},
             "hosts": {"type": "array", "items": {"type": "string"}},
             "excluded_hosts": {"type": "array", "items": {"type": "object"}},
             "due_at": _NULLABLE_TIME,
@@ -135,6 +135,30 @@ _SCHEMAS: dict[str, Any] = {
             "policy_version": {"type": "string"},
             "actor": _NULLABLE_STR,
             "created_at": _TIME,
+            "signature": {
+                "type": ["string", "null"],
+                "description": "the failure's error signature (see /api/v1/signatures)",
+            },
+            "deferred_by": {
+                "type": ["string", "null"],
+                "description": "the blackout window the restart was deferred to the end of",
+            },
+            "held_until": _NULLABLE_TIME,
+        },
+    },
+    "Signature": {
+        "type": "object",
+        "properties": {
+            "key": {"type": "string"},
+            "failure_class": {"type": "string"},
+            "text": {"type": "string", "description": "the message, variable parts masked"},
+            "open": {"type": "boolean"},
+            "until": _NULLABLE_TIME,
+            "executions": {"type": "integer"},
+            "jobs": {"type": "array", "items": {"type": "string"}},
+            "held": {"type": "integer", "description": "restarts it holds"},
+            "last_seen_at": _TIME,
+            "closed_by": _NULLABLE_STR,
         },
     },
     "Restart": {
@@ -157,6 +181,7 @@ _SCHEMAS: dict[str, Any] = {
             "sent_at": _NULLABLE_TIME,
             "completed_at": _NULLABLE_TIME,
             "cancelled_by": _NULLABLE_STR,
+            "hold_signature": _NULLABLE_STR,
             "attempt_log": {"type": "array", "items": {"type": "object"}},
         },
     },
@@ -211,6 +236,7 @@ def openapi_document() -> dict[str, Any]:
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     job_param = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
     pause_ok = _json({"type": "object"}, "pause state")
+    signature_param = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -394,6 +420,46 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [job_param],
                     "responses": {"200": pause_ok, **_errors(401, 404)},
                 },
+            },
+            "/api/v1/signatures": {
+                "get": {
+                    "summary": "Error signatures whose breaker is open or that hold restarts",
+                    "security": bearer,
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "items": {"type": "array", "items": _ref("Signature")}
+                                },
+                            },
+                            "signatures",
+                        ),
+                        **_errors(401),
+                    },
+                }
+            },
+            "/api/v1/signatures/{key}": {
+                "get": {
+                    "summary": "One error signature and its breaker",
+                    "security": bearer,
+                    "parameters": [signature_param],
+                    "responses": {
+                        "200": _json(_ref("Signature"), "signature"),
+                        **_errors(401, 404),
+                    },
+                }
+            },
+            "/api/v1/signatures/{key}/close": {
+                "post": {
+                    "summary": "Close a signature's breaker by hand (audited)",
+                    "security": bearer,
+                    "parameters": [signature_param],
+                    "responses": {
+                        "200": _json(_ref("Signature"), "closed, with released and dropped"),
+                        **_errors(401, 404),
+                    },
+                }
             },
             "/api/v1/openapi.json": {
                 "get": {

@@ -108,6 +108,9 @@ class DecisionSchema(Schema):
     policy_version = fields.String()
     actor = fields.String(allow_none=True)
     created_at = fields.AwareDateTime()
+    signature = fields.String(allow_none=True)
+    deferred_by = fields.String(allow_none=True)
+    held_until = fields.AwareDateTime(allow_none=True)
 
 
 class AttemptSchema(Schema):
@@ -134,6 +137,7 @@ class RestartSchema(Schema):
     sent_at = fields.AwareDateTime(allow_none=True)
     completed_at = fields.AwareDateTime(allow_none=True)
     cancelled_by = fields.String(allow_none=True)
+    hold_signature = fields.String(allow_none=True)
 
 
 class EventSchema(Schema):
@@ -148,3 +152,20 @@ class EventSchema(Schema):
     event_at = fields.AwareDateTime(allow_none=True)
     received_at = fields.AwareDateTime()
     payload = fields.Raw()
+
+
+class SignatureSchema(Schema):
+    key = fields.String()
+    failure_class = fields.String()
+    text = fields.String()
+    open = fields.Boolean()
+    until = fields.Method("_until", allow_none=True)
+    executions = fields.Integer()
+    jobs = fields.List(fields.String())
+    held = fields.Integer()
+    last_seen_at = fields.AwareDateTime()
+    closed_by = fields.String(allow_none=True)
+
+    def _until(self, view: Any) -> str | None:
+        state = view.state
+        return state.until.isoformat() if state is not None and state.until else None

@@ -20,6 +20,7 @@ from app.core.queries import (
     list_events,
     list_executions,
 )
+from app.core.signatures import close_signature, open_signatures, signature_view
 from app.core.stats import list_pauses
 from app.db import utcnow
 from app.extensions import current_policy, get_session, get_settings, wake_dispatcher
@@ -36,6 +37,7 @@ from app.web.api.schemas import (
     PageArgs,
     RestartSchema,
     RunSchema,
+    SignatureSchema,
 )
 from app.web.errors import Unauthorized, UnsupportedMediaType
 from app.web.inputs import loads_strict
@@ -49,6 +51,7 @@ _decisions = DecisionSchema(many=True)
 _restarts = RestartSchema(many=True)
 _attempts = AttemptSchema(many=True)
 _events = EventSchema(many=True)
+_signatures = SignatureSchema(many=True)
 
 
 @bp.before_request
@@ -209,3 +212,30 @@ def pauses_delete(job_id: str) -> Response:
         raise NotFound("automatic restarts were not paused there")
     wake_dispatcher()
     return jsonify({"paused": False, "scope": job_id})
+
+
+@bp.get("/signatures")
+def signatures_index() -> Response:
+    """Error signatures whose breaker is open, or that still hold restarts."""
+    views = open_signatures(get_session(), current_policy().policy, utcnow())
+    return jsonify({"items": _signatures.dump(views)})
+
+
+@bp.get("/signatures/<segment:key>")
+def signatures_show(key: str) -> Response:
+    view = signature_view(get_session(), current_policy().policy, key, utcnow())
+    if view is None:
+        raise NotFound(f"no error signature {key!r}")
+    return jsonify(_signatures.dump([view])[0])
+
+
+@bp.post("/signatures/<segment:key>/close")
+def signatures_close(key: str) -> Response:
+    """Close a signature's breaker by hand (audited): the restarts it held are released."""
+    policy = current_policy().policy
+    now = utcnow()
+    _, released = _committed(lambda s: close_signature(s, key, _actor(), now, policy))
+    wake_dispatcher()
+    view = signature_view(get_session(), policy, key, now)
+    body = _signatures.dump([view])[0] if view is not None else {"key": key}
+    return jsonify({**body, "released": released.released, "dropped": released.dropped})

@@ -12,7 +12,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from app import metrics as app_metrics
 from app import migrate
 from app.core.inbox import inbox_counts
+from app.db import utcnow
 from app.extensions import get_engine, get_runtime, policy_source
+from app.policy import ActiveBlackout, blackout_at
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -34,7 +36,16 @@ def _policy_status() -> dict[str, Any]:
     }
     if source.is_stale and source.last_error is not None:
         body["rejected"] = list(source.last_error.messages)
+    active = _blackout()
+    body["blackout"] = (
+        {"name": active.name, "until": active.ends_at.isoformat()} if active else None
+    )
     return body
+
+
+def _blackout() -> ActiveBlackout | None:
+    """The policy's blackout window active now, if any: automatic restarts wait for its end."""
+    return blackout_at(policy_source().current().policy.schedule, utcnow())
 
 
 @bp.get("/readyz")
@@ -80,4 +91,5 @@ def _intake_status(database_up: bool) -> dict[str, Any]:
 @bp.get("/metrics")
 def metrics() -> Response:
     app_metrics.SPOOL_DEPTH.set(get_runtime().intake.spool.depth())
+    app_metrics.BLACKOUT_ACTIVE.set(1 if _blackout() is not None else 0)
     return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
