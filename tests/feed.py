@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 EXECUTION_ID = "44fdcfa2-6a7f-46d3-9f71-22e629e2358a"
@@ -94,3 +95,74 @@ def failing_run_events(
         )
     )
     return events
+
+
+GIT_ERROR = (
+    "fatal: unable to access 'https://git{n}.example.com/ops/site-{n}.git/': Failed to connect "
+    "to git{n}.example.com port 443 after {ms} ms: Connection refused"
+)
+"""A git checkout failing the same way everywhere, its host and numbers varying."""
+
+SIGNATURE_POLICY = """
+version: 1
+defaults: {backoff: {initial: 30s, jitter: 0}, max_restarts: 3, deadline: 2h}
+limits: {per_job: null, per_account: null, global: null, per_host: null}
+circuit_breaker:
+  failure_ratio: 0.5
+  min_restarts: 1000
+  per_signature: {executions: 5, jobs: 3, window: 10m, cool_down: 15m}
+"""
+"""Restarts after 30 s, no budgets; five executions of three jobs with one signature open
+its breaker."""
+
+
+def ms(moment: dt.datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def run_events(
+    execution_id: str,
+    job_id: str,
+    at: dt.datetime,
+    failed: dict[str, str],
+    ok: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """One run: `ok` hosts succeed, each host in `failed` fails with its stderr."""
+    t = ms(at) - 5_000
+    common: dict[str, Any] = {"execution_id": execution_id, "job_id": job_id, "account": "XXXX"}
+    items = [event("playbook_on_start", t, event_id=f"{execution_id}-s", **common)]
+    stats: dict[str, dict[str, int]] = {}
+    for n, host in enumerate(ok):
+        items.append(
+            event("runner_on_ok", t + 10 + n, host, event_id=f"{execution_id}-o{n}", **common)
+        )
+        stats[host] = {"ok": 1, "changed": 0, "unreachable": 0, "failures": 0, "skipped": 0}
+    for n, (host, stderr) in enumerate(failed.items()):
+        items.append(
+            event(
+                "runner_on_failed",
+                t + 100 + n,
+                host,
+                event_id=f"{execution_id}-f{n}",
+                msg="non-zero return code",
+                rc=128,
+                stderr=stderr,
+                task="checkout",
+                **common,
+            )
+        )
+        stats[host] = {"ok": 0, "changed": 0, "unreachable": 0, "failures": 1, "skipped": 0}
+    items.append(
+        event("playbook_on_stats", t + 900, event_id=f"{execution_id}-t", stats=stats, **common)
+    )
+    items.append(
+        event(
+            "playbook_result",
+            t + 1000,
+            event_id=f"{execution_id}-r",
+            status="FAILURE",
+            stats=stats,
+            **common,
+        )
+    )
+    return items
