@@ -231,7 +231,9 @@ def store_decision(
             transition(restart, RestartState.HELD, now)
             restart.hold_signature = signature.key
             hold_pending(session, signature.key, now)
-    metrics.DECISIONS.labels(action=decision.action, reason_code=decision.reason_code).inc()
+    metrics.DECISIONS.labels(
+        action=decision.action, reason_code=decision.reason_code, rule=decision.rule
+    ).inc()
     log.info(
         "execution %s run %s: %s", execution.execution_id, execution.run_index, decision.reason
     )
@@ -415,5 +417,5 @@ def queue_manual_restart(
     restart = _queue_restart(
         session, execution, row, now, now, policy.limits.count_manual, manual=True
     )
-    metrics.DECISIONS.labels(action="restart", reason_code="manual").inc()
+    metrics.DECISIONS.labels(action="restart", reason_code="manual", rule="manual").inc()
     return StoredDecision(row, restart)

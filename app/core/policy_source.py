@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from app import metrics
 from app.policy import (
     BUILTIN_SOURCE,
     DEFAULT_POLICY_TEXT,
@@ -170,6 +171,7 @@ class PolicySource:
         self._loaded = loaded
         self._good_hash = content_hash
         self._last_error = None
+        metrics.POLICY_RELOADS.labels(outcome="loaded").inc()
 
     def _refuse(self, problems: tuple[PolicyProblem, ...], version: str | None) -> None:
         texts = tuple(str(p) for p in problems)
@@ -180,6 +182,7 @@ class PolicySource:
             at=self._wall_clock(),
             version=version,
         )
+        metrics.POLICY_RELOADS.labels(outcome="refused").inc()
 
     def _problem(self, message: str) -> PolicyProblem:
         return PolicyProblem(str(self.path), 1, message)

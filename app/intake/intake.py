@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -63,6 +63,7 @@ class Ticket:
     failed: bool = False
     durable: threading.Event = field(default_factory=threading.Event)
     processed: threading.Event = field(default_factory=threading.Event)
+    arrived: float = field(default_factory=time.monotonic)
 
     @property
     def accepted(self) -> int:
@@ -81,6 +82,53 @@ class Answer:
     accepted: int
     duplicates: int
     spooled: bool
+
+
+# Ansible's callback events (and the Runner's own `playbook_result`): a metric label per known
+# type, the rest counted as "other", so a sender cannot grow the label set.
+KNOWN_EVENT_TYPES = frozenset(
+    {
+        "playbook_on_start",
+        "playbook_on_play_start",
+        "playbook_on_task_start",
+        "playbook_on_handler_task_start",
+        "playbook_on_include",
+        "playbook_on_no_hosts_matched",
+        "playbook_on_no_hosts_remaining",
+        "playbook_on_stats",
+        "playbook_result",
+        "runner_on_start",
+        "runner_on_ok",
+        "runner_on_failed",
+        "runner_on_skipped",
+        "runner_on_unreachable",
+        "runner_on_async_poll",
+        "runner_on_async_ok",
+        "runner_on_async_failed",
+        "runner_item_on_ok",
+        "runner_item_on_failed",
+        "runner_item_on_skipped",
+        "runner_retry",
+    }
+)
+
+
+def event_label(delivery: Delivery) -> str:
+    item = delivery.item
+    if isinstance(item, ExecutionDocument):
+        return "document"
+    return item.event_type if item.event_type in KNOWN_EVENT_TYPES else "other"
+
+
+def _count_received(
+    deliveries: Sequence[Delivery], stored: Sequence[bool], spooled: Sequence[bool] = ()
+) -> None:
+    for n, delivery in enumerate(deliveries):
+        if spooled:
+            outcome = "spooled" if spooled[n] else "duplicate"
+        else:
+            outcome = "stored" if stored[n] else "duplicate"
+        metrics.EVENTS_RECEIVED.labels(event_type=event_label(delivery), outcome=outcome).inc()
 
 
 class Intake:
@@ -186,6 +234,7 @@ class Intake:
         _share(tickets, stored.new)
         metrics.EVENTS_STORED.inc(stored.accepted)
         metrics.EVENT_DUPLICATES.inc(stored.duplicates)
+        _count_received(deliveries, stored.new)
         for ticket in tickets:
             ticket.durable.set()
             self._stored.put(ticket)
@@ -199,6 +248,7 @@ class Intake:
             return
         _share(tickets, new)
         metrics.EVENTS_SPOOLED.inc(sum(new))
+        _count_received(deliveries, [False] * len(deliveries), spooled=new)
         metrics.SPOOL_DEPTH.set(self.spool.records)
         for ticket in tickets:
             ticket.spooled = True
@@ -270,8 +320,10 @@ class Intake:
         try:
             self._apply(ids, parsed)
         finally:
+            done = time.monotonic()
             for ticket in tickets:
                 ticket.processed.set()
+                metrics.PROCESSING_LAG.observe(done - ticket.arrived)
 
     def _apply(
         self,

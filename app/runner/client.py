@@ -20,6 +20,7 @@ from urllib.parse import quote
 import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
+from app import metrics
 from app.redact import KNOWN_SECRETS
 from app.runner.documents import DocumentError, ExecutionDocument, parse_execution_document
 from app.runner.errors import (
@@ -399,7 +400,41 @@ class RunnerClient:
         relogin: bool = True,
         send_by: float | None = None,
     ) -> Any:
-        """Send one API call with the shared token; decoded JSON (None for 204) or a RunnerError."""
+        """Send one API call with the shared token; decoded JSON (None for 204) or a RunnerError.
+
+        Timed (`respawn_runner_call_seconds`) and its failures counted by kind."""
+        started = time.monotonic()
+        try:
+            return self._call_timed(
+                method,
+                path,
+                operation,
+                params=params,
+                body=body,
+                idempotent=idempotent,
+                relogin=relogin,
+                send_by=send_by,
+            )
+        except RunnerError as exc:
+            metrics.RUNNER_ERRORS.labels(kind=exc.kind).inc()
+            raise
+        finally:
+            metrics.RUNNER_CALL_SECONDS.labels(operation=operation).observe(
+                time.monotonic() - started
+            )
+
+    def _call_timed(
+        self,
+        method: str,
+        path: str,
+        operation: str,
+        *,
+        params: Mapping[str, Any] | None,
+        body: Any,
+        idempotent: bool | None,
+        relogin: bool,
+        send_by: float | None,
+    ) -> Any:
         safe = method == "GET" if idempotent is None else idempotent
         url = self._api_url + path
         label = f"{operation} ({method} {path})"

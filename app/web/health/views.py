@@ -6,12 +6,13 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import metrics as app_metrics
 from app import migrate
 from app.core.inbox import inbox_counts
+from app.core.signatures import open_signatures
+from app.core.stats import breaker_view, dispatcher_backlog, quarantined_hosts
 from app.db import utcnow
 from app.extensions import get_engine, get_runtime, policy_source
 from app.policy import ActiveBlackout, blackout_at
@@ -90,6 +91,35 @@ def _intake_status(database_up: bool) -> dict[str, Any]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    app_metrics.SPOOL_DEPTH.set(get_runtime().intake.spool.depth())
+    runtime = get_runtime()
+    app_metrics.SPOOL_DEPTH.set(runtime.intake.spool.depth())
     app_metrics.BLACKOUT_ACTIVE.set(1 if _blackout() is not None else 0)
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    _record_gauges()
+    return Response(app_metrics.exposition(), mimetype=app_metrics.CONTENT_TYPE)
+
+
+def _record_gauges() -> None:
+    """What the record says now: the outbox, the breakers, quarantined hosts."""
+    runtime = get_runtime()
+    policy = runtime.current_policy().policy
+    now = utcnow()
+    try:
+        with runtime.reading() as session:
+            backlog = dispatcher_backlog(session, now)
+            breaker = breaker_view(session, policy, now)
+            signatures = [s for s in open_signatures(session, policy, now) if s.open]
+            quarantined = quarantined_hosts(session, policy.limits.per_host, now)
+    except SQLAlchemyError:
+        log.warning("metrics: the database could not be read", exc_info=True)
+        return
+    for state, count in (
+        ("pending", backlog.pending),
+        ("held", backlog.held),
+        ("in_flight", backlog.in_flight),
+    ):
+        app_metrics.OUTBOX_DEPTH.labels(state=state).set(count)
+    late = (now - backlog.oldest_due).total_seconds() if backlog.oldest_due else 0.0
+    app_metrics.OUTBOX_OLDEST_DUE_AGE.set(max(0.0, late))
+    app_metrics.BREAKER_OPEN.labels(scope="fleet").set(1 if breaker and breaker.state.open else 0)
+    app_metrics.BREAKER_OPEN.labels(scope="signature").set(len(signatures))
+    app_metrics.QUARANTINED_HOSTS.set(len(quarantined))
