@@ -20,6 +20,7 @@ defaults:
   backoff: {initial: 30s, factor: 2, max: 10m, jitter: 0.1}
   deadline: 6h
   require_unchanged: false
+  ignore_blackouts: false
 
 rules: []
 
@@ -30,5 +31,13 @@ limits:
   per_host: {failures: 5, window: 24h, quarantine: 6h}
   count_manual: false
 
-circuit_breaker: {failure_ratio: 0.5, min_restarts: 10, window: 15m, cool_down: 10m}
+circuit_breaker:
+  failure_ratio: 0.5
+  min_restarts: 10
+  window: 15m
+  cool_down: 10m
+  per_signature: null        # the error-signature breaker is off
+
+schedule:
+  blackouts: []
 """

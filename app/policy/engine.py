@@ -6,8 +6,10 @@ the same decision (the backoff jitter is derived from the execution id and attem
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from app.policy.durations import format_seconds
-from app.policy.gates import GateState, gates
+from app.policy.gates import GateState, gates, signature_text
 from app.policy.matching import FailedHost, first_match, match_rule, prepare_hosts
 from app.policy.model import (
     NO_RULE,
@@ -19,8 +21,9 @@ from app.policy.model import (
     Rule,
     RuleTrace,
     Settings,
+    Verdict,
 )
-from app.policy.text import at_time, by_rule, plural
+from app.policy.text import at_time, by_rule, full_time, plural
 from app.policy.timing import backoff_delay, breaker_state, quarantined_until
 
 __all__ = [
@@ -39,8 +42,13 @@ def decide_restart(policy: Policy, inp: DecisionInput) -> Decision:
     rule, qualifying = first_match(policy.rules, inp, hosts)
     state = GateState()
     for gate in gates(policy, inp, rule, qualifying, hosts, state):
-        if not gate.check.passed:
-            return _decision(policy, inp, rule, state, "skip", gate.check.code, gate.reason)
+        if gate.check.passed:
+            continue
+        if gate.held_until is not None:
+            return _decision(
+                policy, inp, rule, state, "held", gate.check.code, gate.reason, gate.held_until
+            )
+        return _decision(policy, inp, rule, state, "skip", gate.check.code, gate.reason)
     settings = rule.settings if rule is not None else policy.defaults
     sentence = _restart_sentence(inp, rule, settings, state, len(hosts))
     return _decision(policy, inp, rule, state, "restart", ReasonCode.RESTART, sentence)
@@ -74,6 +82,14 @@ def format_explanation(explanation: Explanation) -> str:
         f"rule:     {decision.rule}",
         f"policy:   {decision.policy_version}",
     ]
+    if decision.due_at is not None and decision.deferred_by is not None:
+        due = full_time(decision.due_at)
+        lines.append(f"deferred: until {due} by blackout {decision.deferred_by}")
+    if decision.held_until is not None:
+        lines.append(f"held:     until {full_time(decision.held_until)} at least")
+    if decision.signature is not None:
+        signature = decision.signature
+        lines.append(f"signature: {signature_text(signature)} [{signature.key}]")
     if decision.hosts:
         lines.append(f"hosts:    {', '.join(decision.hosts)}")
     for excluded in decision.excluded_hosts:
@@ -88,6 +104,8 @@ def format_explanation(explanation: Explanation) -> str:
     lines.append("checks:")
     for check in explanation.checks:
         mark = "ok  " if check.passed else "FAIL"
+        if not check.passed and check.code == ReasonCode.SIGNATURE_OPEN:
+            mark = "HOLD"
         lines.append(f"  {mark} {check.code}: {check.detail}")
     return "\n".join(lines)
 
@@ -100,22 +118,27 @@ def _decision(
     inp: DecisionInput,
     rule: Rule | None,
     state: GateState,
-    action: str,
+    action: Verdict,
     code: str,
     reason: str,
+    held_until: datetime | None = None,
 ) -> Decision:
-    restart = action == "restart"
+    """A skip has no hosts, due time or backoff; a held restart has those it would have had."""
+    queued = action != "skip"
     return Decision(
-        action="restart" if restart else "skip",
-        hosts=state.hosts if restart else (),
+        action=action,
+        hosts=state.hosts if queued else (),
         excluded_hosts=tuple(state.excluded),
-        due_at=state.due_at if restart else None,
-        backoff_seconds=state.delay if restart else None,
+        due_at=state.due_at if queued else None,
+        backoff_seconds=state.delay if queued else None,
         rule=rule.name if rule is not None else NO_RULE,
         reason_code=code,
         reason=reason,
         policy_version=policy.version_hash,
         attempt=inp.prior_restarts + 1,
+        deferred_by=state.deferred_by if queued else None,
+        signature=inp.signature,
+        held_until=held_until,
     )
 
 
@@ -129,6 +152,9 @@ def _restart_sentence(
     else:
         what = "restart with no host list"
     due = at_time(state.due_at or inp.now, inp.now)
+    when = f"at {due}"
+    if state.deferred_by is not None:
+        when = f"deferred until {due} (blackout {state.deferred_by})"
     backoff = format_seconds(state.delay or 0.0)
     attempt = f"attempt {inp.prior_restarts + 1} of {settings.max_restarts}"
-    return f"{what} at {due} by {by_rule(rule)} ({attempt}, backoff {backoff})"
+    return f"{what} {when} by {by_rule(rule)} ({attempt}, backoff {backoff})"

@@ -1,15 +1,18 @@
 """The gates a matched failure passes before it is restarted, in order: status, pause, the
-rule's action, max_restarts, the deadline, the hosts (quarantine, require_unchanged), the
-budgets and the circuit breaker. Each gate yields a `Check`; the first that fails decides."""
+rule's action, max_restarts, the deadline, blackouts, the hosts (quarantine,
+require_unchanged), the budgets, the circuit breaker and the error-signature breaker. Each gate
+yields a `Check`; the first that fails decides (the error-signature breaker holds the restart
+rather than skipping it)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from app.policy.durations import format_duration
-from app.policy.matching import FailedHost
+from app.policy.matching import FailedHost, run_share
 from app.policy.model import (
     FAILED_STATUSES,
     Budget,
@@ -20,9 +23,15 @@ from app.policy.model import (
     ReasonCode,
     Rule,
     Settings,
+    Signature,
 )
-from app.policy.text import MAX_LISTED, at_time, by_rule, name_list, plural
+from app.policy.schedule import blackout_at, wall_time
+from app.policy.signatures import signature_state
+from app.policy.text import MAX_LISTED, at_time, by_rule, name_list, plural, quote
 from app.policy.timing import backoff_delay, breaker_state, quarantined_until
+
+SIGNATURE_SHOWN: Final = 120
+"""Characters of a signature quoted in a sentence."""
 
 
 @dataclass
@@ -34,6 +43,8 @@ class GateState:
     due_at: datetime | None = None
     hosts: tuple[str, ...] = ()
     excluded: list[ExcludedHost] = field(default_factory=list)
+    deferred_by: str | None = None
+    """The blackout that moved ``due_at`` to its end."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +52,8 @@ class Gate:
     check: Check
     reason: str = ""
     """The decision's sentence when this gate fails."""
+    held_until: datetime | None = None
+    """Set when the failed gate holds the restart (action ``held``) rather than skipping it."""
 
 
 def gates(
@@ -73,6 +86,8 @@ def gates(
 
     if settings.action == "restart":
         yield passed(state, ReasonCode.RULE_SKIP, lambda: f"{by} says restart")
+    elif rule is not None and rule.when.failed_hosts is not None:
+        yield systemic_gate(inp, rule, len(hosts))
     else:
         yield Gate(Check(ReasonCode.RULE_SKIP, False, f"{by} says skip"), f"skip by {by}")
 
@@ -93,6 +108,7 @@ def gates(
     state.delay = backoff_delay(settings.backoff, inp.execution_id, done)
     state.due_at = (now + timedelta(seconds=state.delay)).astimezone(UTC)
     yield deadline_gate(settings, inp, state)
+    yield blackout_gate(policy, settings, inp, state, by)
 
     yield from _hostgates(policy, inp, settings, rule, qualifying, hosts, state)
 
@@ -105,14 +121,122 @@ def gates(
     ):
         yield budget_gate(state, code, budget, used, label)
 
+    yield breaker_gate(policy, inp, state)
+    yield signature_gate(policy, inp, state)
+
+
+def systemic_gate(inp: DecisionInput, rule: Rule, failed: int) -> Gate:
+    """A skip by a rule about the run's failed share: the run failed, not a host."""
+    share = run_share(failed, inp.run_host_count)
+    if share is None:
+        what = f"{failed} host{plural(failed)} failed"
+    else:
+        what = f"{failed} of {share[0]} host{plural(share[0])} failed"
+    return Gate(
+        Check(ReasonCode.SYSTEMIC, False, f"rule {rule.name} says skip: {what} (systemic)"),
+        f"skip: systemic failure, {what} (rule {rule.name})",
+    )
+
+
+def blackout_gate(
+    policy: Policy, settings: Settings, inp: DecisionInput, state: GateState, by: str
+) -> Gate:
+    """Moves a due time inside a blackout to the blackout's end, unless that passes the
+    deadline (then the failure is skipped)."""
+    now = inp.now
+    if not policy.schedule.blackouts:
+        return passed(state, ReasonCode.BLACKOUT, lambda: "no blackout windows")
+    if settings.ignore_blackouts:
+        return passed(state, ReasonCode.BLACKOUT, lambda: f"{by} ignores blackouts")
+    due_at = state.due_at or now
+    found = blackout_at(policy.schedule, due_at)
+    if found is None:
+        return passed(
+            state, ReasonCode.BLACKOUT, lambda: f"due at {at_time(due_at, now)}, outside blackouts"
+        )
+    ends = at_time(found.ends_at, now)
+    named = next(b for b in policy.schedule.blackouts if b.name == found.name)
+    local = f"{wall_time(found.ends_at, named.zone)} {named.tz}"
+    inside = f"due at {at_time(due_at, now)}, inside blackout {found.name} until {ends} ({local})"
+    deadline = settings.deadline
+    if deadline is None:
+        state.due_at, state.deferred_by = found.ends_at, found.name
+        return passed(state, ReasonCode.BLACKOUT, lambda: f"{inside}: deferred (no deadline)")
+    deadline_at = inp.first_failure_at + deadline
+    span = format_duration(deadline)
+    if found.ends_at <= deadline_at:
+        state.due_at, state.deferred_by = found.ends_at, found.name
+        return passed(
+            state,
+            ReasonCode.BLACKOUT,
+            lambda: (
+                f"{inside}: deferred, within the deadline {span} after the first failure "
+                f"({at_time(deadline_at, now)})"
+            ),
+        )
+    return Gate(
+        Check(
+            ReasonCode.BLACKOUT,
+            False,
+            f"{inside}, after the deadline {span} after the first failure "
+            f"({at_time(deadline_at, now)})",
+        ),
+        f"skip: blackout {found.name} lasts until {ends}, past the deadline {span} after the "
+        f"first failure ({at_time(deadline_at, now)})",
+    )
+
+
+def signature_text(signature: Signature) -> str:
+    """How a signature is shown in a sentence: its class and text, quoted, shortened."""
+    return quote(f"{signature.failure_class}: {signature.text}", SIGNATURE_SHOWN)
+
+
+def signature_gate(policy: Policy, inp: DecisionInput, state: GateState) -> Gate:
+    """The error-signature breaker: an open one holds the restart until it closes."""
+    breaker = policy.signature_breaker
+    if breaker is None:
+        return passed(state, ReasonCode.SIGNATURE_OPEN, lambda: "error-signature breaker is off")
+    signature = inp.signature
+    if signature is None:
+        return passed(state, ReasonCode.SIGNATURE_OPEN, lambda: "the failure has no signature")
+    now = inp.now
+    found = signature_state(breaker, inp.signature_sightings, now)
+    window = format_duration(breaker.window)
+    seen = (
+        f"{found.executions} execution{plural(found.executions)} of {found.jobs} "
+        f"job{plural(found.jobs)} within {window}"
+    )
+    if not found.open:
+        return passed(
+            state,
+            ReasonCode.SIGNATURE_OPEN,
+            lambda: (
+                f"signature {signature_text(signature)} closed: {seen} (opens at "
+                f"{breaker.executions} executions of {breaker.jobs} jobs)"
+            ),
+        )
+    until = found.until or now
+    shown = signature_text(signature)
+    return Gate(
+        Check(
+            ReasonCode.SIGNATURE_OPEN,
+            False,
+            f"signature {shown} open until {at_time(until, now)}: {seen}",
+        ),
+        f"held: signature {shown} open until {at_time(until, now)} ({seen})",
+        held_until=until,
+    )
+
+
+def breaker_gate(policy: Policy, inp: DecisionInput, state: GateState) -> Gate:
+    now = inp.now
     breaker = policy.circuit_breaker
     if breaker is None:
-        yield passed(state, ReasonCode.BREAKER_OPEN, lambda: "circuit breaker is off")
-        return
+        return passed(state, ReasonCode.BREAKER_OPEN, lambda: "circuit breaker is off")
     found = breaker_state(breaker, inp.restart_outcomes, now)
     window = format_duration(breaker.window)
     if not found.open:
-        yield passed(
+        return passed(
             state,
             ReasonCode.BREAKER_OPEN,
             lambda: (
@@ -120,18 +244,17 @@ def gates(
                 f"{window} failed again"
             ),
         )
-    else:
-        until = at_time(found.until or now, now)
-        yield Gate(
-            Check(
-                ReasonCode.BREAKER_OPEN,
-                False,
-                f"circuit breaker open until {until}: {found.failed} of {found.total} restarts "
-                f"within {window} failed again",
-            ),
-            f"skip: circuit breaker open until {until} ({found.failed} of {found.total} "
-            f"restarts within {window} failed again)",
-        )
+    until = at_time(found.until or now, now)
+    return Gate(
+        Check(
+            ReasonCode.BREAKER_OPEN,
+            False,
+            f"circuit breaker open until {until}: {found.failed} of {found.total} restarts "
+            f"within {window} failed again",
+        ),
+        f"skip: circuit breaker open until {until} ({found.failed} of {found.total} "
+        f"restarts within {window} failed again)",
+    )
 
 
 def deadline_gate(settings: Settings, inp: DecisionInput, state: GateState) -> Gate:

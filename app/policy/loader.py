@@ -7,10 +7,14 @@ all of them in one go rather than only the first.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import hashlib
 import re
 from dataclasses import replace
+from datetime import time
 from typing import Final
+from zoneinfo import ZoneInfo, available_timezones
 
 import yaml
 
@@ -25,25 +29,29 @@ from app.policy.model import (
     HOSTS_MODES,
     NO_RULE,
     Backoff,
+    Blackout,
     Budget,
     CircuitBreaker,
+    FailedShare,
     Glob,
     HostLimit,
     Limits,
     MessagePattern,
     Policy,
     Rule,
+    Schedule,
     Settings,
+    SignatureBreaker,
     When,
 )
-from app.policy.reader import TOP, Entries, NodeReader
+from app.policy.reader import INVALID, TAG_NULL, TOP, Entries, NodeReader, suggest
 
 SCHEMA_VERSION: Final = 1
 MAX_RESTARTS_LIMIT: Final = 1000
 MAX_BUDGET: Final = 1_000_000
 MAX_NAME_LENGTH: Final = 100
 
-TOP_KEYS: Final = ("version", "defaults", "rules", "limits", "circuit_breaker")
+TOP_KEYS: Final = ("version", "defaults", "rules", "limits", "circuit_breaker", "schedule")
 SETTINGS_KEYS: Final = (
     "action",
     "hosts",
@@ -51,14 +59,24 @@ SETTINGS_KEYS: Final = (
     "backoff",
     "deadline",
     "require_unchanged",
+    "ignore_blackouts",
 )
 RULE_KEYS: Final = ("name", "description", "when", *SETTINGS_KEYS)
-WHEN_KEYS: Final = ("account", "job", "status", "host", "failure", "message")
+WHEN_KEYS: Final = ("account", "job", "status", "host", "failure", "message", "failed_hosts")
+FAILED_HOSTS_KEYS: Final = ("min", "max", "ratio_over")
 BACKOFF_KEYS: Final = ("initial", "factor", "max", "jitter")
 LIMITS_KEYS: Final = ("per_job", "per_account", "global", "per_host", "count_manual")
 BUDGET_KEYS: Final = ("restarts", "window")
 PER_HOST_KEYS: Final = ("failures", "window", "quarantine")
-BREAKER_KEYS: Final = ("failure_ratio", "min_restarts", "window", "cool_down")
+BREAKER_KEYS: Final = ("failure_ratio", "min_restarts", "window", "cool_down", "per_signature")
+PER_SIGNATURE_KEYS: Final = ("executions", "jobs", "window", "cool_down")
+SCHEDULE_KEYS: Final = ("blackouts",)
+BLACKOUT_KEYS: Final = ("name", "days", "from", "to", "tz")
+DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAY_NAMES: Final = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DEFAULT_TZ: Final = "UTC"
+_CLOCK: Final = re.compile(r"(\d{1,2}):(\d\d)")
+_WEEK_MINUTES: Final = 7 * 24 * 60
 
 
 def policy_version(text: str) -> str:
@@ -103,14 +121,20 @@ class _Parser(NodeReader[Policy]):
         rules = self.rules(entries["rules"][1], defaults) if "rules" in entries else ()
         limits = self.limits(entries["limits"][1]) if "limits" in entries else Limits()
         breaker: CircuitBreaker | None = CircuitBreaker()
+        per_signature: SignatureBreaker | None = None
         if "circuit_breaker" in entries:
-            breaker = self.breaker(entries["circuit_breaker"][1])
+            breaker, per_signature = self.breaker(entries["circuit_breaker"][1])
+        schedule = Schedule()
+        if "schedule" in entries:
+            schedule = self.schedule(entries["schedule"][1])
         return Policy(
             version_hash=version,
             defaults=defaults,
             rules=rules,
             limits=limits,
             circuit_breaker=breaker,
+            signature_breaker=per_signature,
+            schedule=schedule,
             schema_version=SCHEMA_VERSION,
             source=self.source,
             warnings=tuple(self.warnings),
@@ -158,6 +182,11 @@ class _Parser(NodeReader[Policy]):
             flag = self.boolean(entries["require_unchanged"][1], key)
             if flag is not None:
                 result = replace(result, require_unchanged=flag)
+        if "ignore_blackouts" in entries:
+            key = self.join(path, "ignore_blackouts")
+            flag = self.boolean(entries["ignore_blackouts"][1], key)
+            if flag is not None:
+                result = replace(result, ignore_blackouts=flag)
         return result
 
     def backoff(
@@ -213,23 +242,7 @@ class _Parser(NodeReader[Policy]):
             if "name" not in entries:
                 self.error(item, f"{path}: every rule needs a name")
             else:
-                name_node = entries["name"][1]
-                name = self.text_value(name_node, f"{path}.name", MAX_NAME_LENGTH)
-                if name is not None and name.strip() != name:
-                    self.error(name_node, f"{path}.name must not start or end with spaces")
-                    name = None
-                if name == NO_RULE:
-                    self.error(name_node, f"{path}.name: '{NO_RULE}' is reserved for the defaults")
-                    name = None
-                if name is not None and name in names:
-                    self.error(
-                        name_node,
-                        f"{path}.name: duplicate rule name '{name}' "
-                        f"(first used on line {names[name]})",
-                    )
-                    name = None
-                if name is not None:
-                    names[name] = name_node.start_mark.line + 1
+                name = self.unique_name(entries["name"][1], f"{path}.name", "rule", names)
             description = None
             if "description" in entries:
                 description = self.text_value(entries["description"][1], f"{path}.description")
@@ -250,6 +263,27 @@ class _Parser(NodeReader[Policy]):
                 catch_all = rule
             rules.append(rule)
         return tuple(rules)
+
+    def unique_name(
+        self, node: yaml.Node, path: str, what: str, names: dict[str, int]
+    ) -> str | None:
+        """A name that is text, trimmed, not reserved and not used before (``names`` maps the
+        names so far to their lines)."""
+        name = self.text_value(node, path, MAX_NAME_LENGTH)
+        if name is not None and name.strip() != name:
+            self.error(node, f"{path} must not start or end with spaces")
+            return None
+        if what == "rule" and name == NO_RULE:
+            self.error(node, f"{path}: '{NO_RULE}' is reserved for the defaults")
+            return None
+        if name is not None and name in names:
+            self.error(
+                node, f"{path}: duplicate {what} name '{name}' (first used on line {names[name]})"
+            )
+            return None
+        if name is not None:
+            names[name] = node.start_mark.line + 1
+        return name
 
     def when(self, node: yaml.Node, path: str) -> When:
         if self.is_null(node):
@@ -292,6 +326,9 @@ class _Parser(NodeReader[Policy]):
                     messages.append(MessagePattern.of(text))
                 except re.error as exc:
                     self.error(item, f"{path}.message: invalid regular expression {text!r}: {exc}")
+        share = None
+        if "failed_hosts" in entries:
+            share = self.failed_share(entries["failed_hosts"][1], f"{path}.failed_hosts")
         return When(
             account=globs("account"),
             job=globs("job"),
@@ -299,7 +336,30 @@ class _Parser(NodeReader[Policy]):
             host=globs("host"),
             failure=tuple(dict.fromkeys(failures)),
             message=tuple(messages),
+            failed_hosts=share,
         )
+
+    def failed_share(self, node: yaml.Node, path: str) -> FailedShare | None:
+        hint = " such as {ratio_over: 0.5} or {min: 5}"
+        entries = self.mapping(node, path, FAILED_HOSTS_KEYS, hint)
+        if entries is None:
+            return None
+        if isinstance(node, yaml.MappingNode) and not node.value:
+            self.error(node, f"{path} needs at least one of min, max, ratio_over{hint}")
+            return None
+        low = high = None
+        if "min" in entries:
+            low = self.integer(entries["min"][1], f"{path}.min", 0, MAX_BUDGET)
+        if "max" in entries:
+            high = self.integer(entries["max"][1], f"{path}.max", 0, MAX_BUDGET)
+        ratio = None
+        if "ratio_over" in entries:
+            ratio = self.number(
+                entries["ratio_over"][1], f"{path}.ratio_over", 0.0, 1.0, below_maximum=True
+            )
+        if low is not None and high is not None and high < low:
+            self.error(entries["max"][1], f"{path}: max {high} is less than min {low}")
+        return FailedShare(min=low, max=high, ratio_over=ratio)
 
     def limits(self, node: yaml.Node) -> Limits:
         entries = self.mapping(
@@ -367,14 +427,21 @@ class _Parser(NodeReader[Policy]):
                 result = replace(result, quarantine=quarantine)
         return result
 
-    def breaker(self, node: yaml.Node) -> CircuitBreaker | None:
+    def breaker(self, node: yaml.Node) -> tuple[CircuitBreaker | None, SignatureBreaker | None]:
+        """The fleet breaker and the per-signature one; ``circuit_breaker: null`` turns off
+        both."""
         if self.is_null(node):
-            return None
+            return None, None
         path = "circuit_breaker"
         default = CircuitBreaker()
         found = self.mapping(node, path, BREAKER_KEYS, " such as {failure_ratio: 0.5}, or null")
         if found is None:
-            return default
+            return default, None
+        per_signature = None
+        if "per_signature" in found:
+            per_signature = self.signature_breaker(
+                found["per_signature"][1], f"{path}.per_signature"
+            )
         result = default
         if "failure_ratio" in found:
             ratio = self.number(
@@ -394,4 +461,198 @@ class _Parser(NodeReader[Policy]):
             cool_down = self.duration(found["cool_down"][1], f"{path}.cool_down", positive=False)
             if cool_down is not None:
                 result = replace(result, cool_down=cool_down)
+        return result, per_signature
+
+    def signature_breaker(self, node: yaml.Node, path: str) -> SignatureBreaker | None:
+        if self.is_null(node):
+            return None
+        default = SignatureBreaker()
+        hint = " such as {executions: 5, jobs: 3, window: 10m, cool_down: 15m}, or null"
+        found = self.mapping(node, path, PER_SIGNATURE_KEYS, hint)
+        if found is None:
+            return default
+        result = default
+        if "executions" in found:
+            count = self.integer(found["executions"][1], f"{path}.executions", 1, MAX_BUDGET)
+            if count is not None:
+                result = replace(result, executions=count)
+        if "jobs" in found:
+            count = self.integer(found["jobs"][1], f"{path}.jobs", 1, MAX_BUDGET)
+            if count is not None:
+                result = replace(result, jobs=count)
+        if "window" in found:
+            window = self.duration(found["window"][1], f"{path}.window", positive=True)
+            if window is not None:
+                result = replace(result, window=window)
+        if "cool_down" in found:
+            cool_down = self.duration(found["cool_down"][1], f"{path}.cool_down", positive=False)
+            if cool_down is not None:
+                result = replace(result, cool_down=cool_down)
+        if result.jobs > result.executions:
+            self.warn(
+                node.start_mark.line + 1,
+                f"{path}: jobs {result.jobs} is more than executions {result.executions}; each "
+                f"execution belongs to one job, so it takes {result.jobs} executions to open",
+            )
         return result
+
+    # --- schedule -------------------------------------------------------------------------------
+
+    def schedule(self, node: yaml.Node) -> Schedule:
+        if self.is_null(node):
+            return Schedule()
+        hint = " such as {blackouts: [{name: nightly, from: '23:00', to: '06:00'}]}"
+        entries = self.mapping(node, "schedule", SCHEDULE_KEYS, hint)
+        if entries is None or "blackouts" not in entries:
+            return Schedule()
+        items = entries["blackouts"][1]
+        if self.is_null(items):
+            return Schedule()
+        if not isinstance(items, yaml.SequenceNode):
+            got = self.describe(items)
+            self.error(
+                items, f"schedule.blackouts must be a list of windows ('- name: ...'), got {got}"
+            )
+            return Schedule()
+        names: dict[str, int] = {}
+        blackouts: list[Blackout] = []
+        for index, item in enumerate(items.value):
+            blackout = self.blackout(item, f"schedule.blackouts[{index}]", names)
+            if blackout is not None:
+                blackouts.append(blackout)
+        for tz in dict.fromkeys(b.tz for b in blackouts):
+            if _covers_the_week([b for b in blackouts if b.tz == tz]):
+                self.error(
+                    items,
+                    f"schedule.blackouts: the windows in {tz} cover the whole week, so no "
+                    "restart could ever be due",
+                )
+        return Schedule(tuple(blackouts))
+
+    def blackout(self, node: yaml.Node, path: str, names: dict[str, int]) -> Blackout | None:
+        hint = " such as {name: nightly, from: '23:00', to: '06:00', tz: Europe/Berlin}"
+        entries = self.mapping(node, path, BLACKOUT_KEYS, hint)
+        if entries is None:
+            return None
+        name = None
+        if "name" not in entries:
+            self.error(node, f"{path}: every blackout needs a name")
+        else:
+            name = self.unique_name(entries["name"][1], f"{path}.name", "blackout", names)
+        days = frozenset(range(7))
+        if "days" in entries:
+            days = self.days(entries["days"][1], f"{path}.days")
+        start = end = None
+        for key in ("from", "to"):
+            if key not in entries:
+                self.error(node, f"{path}: '{key}' is required, a local time like \"23:00\"")
+        if "from" in entries:
+            start = self.clock(entries["from"][1], f"{path}.from", end_of_day=False)
+        if "to" in entries:
+            end = self.clock(entries["to"][1], f"{path}.to", end_of_day=True)
+        tz, zone = DEFAULT_TZ, None
+        if "tz" in entries:
+            tz_node = entries["tz"][1]
+            text = self.text_value(tz_node, f"{path}.tz")
+            zone = self.zone(tz_node, f"{path}.tz", text) if text is not None else None
+            tz = text or tz
+        else:
+            zone = ZoneInfo(DEFAULT_TZ)
+        if start is not None and start == end:
+            self.error(
+                entries["to"][1],
+                f"{path}: from and to are both {start[0]:02}:{start[1]:02}, an empty window; "
+                'for a whole day use from: "00:00", to: "24:00"',
+            )
+            return None
+        if name is None or not days or start is None or end is None or zone is None:
+            return None
+        return Blackout(
+            name=name,
+            days=days,
+            start=time(*start),
+            end=None if end == (24, 0) else time(*end),
+            tz=tz,
+            zone=zone,
+            line=node.start_mark.line + 1,
+        )
+
+    def days(self, node: yaml.Node, path: str) -> frozenset[int]:
+        found: set[int] = set()
+        for text, item in self.texts(node, path):
+            key = text.strip().lower()
+            if key in DAYS:
+                found.add(DAYS.index(key))
+            elif key in DAY_NAMES:
+                found.add(DAY_NAMES.index(key))
+            else:
+                self.error(item, f"{path}: '{text}' is not a day{suggest(key, DAYS)}")
+        return frozenset(found)
+
+    def clock(self, node: yaml.Node, path: str, *, end_of_day: bool) -> tuple[int, int] | None:
+        """A local time ``HH:MM`` as (hour, minute); ``24:00`` only for the end of a window.
+
+        The scalar's own text is read: YAML 1.1 turns an unquoted 23:00 into the number 1380
+        (base 60), and an unquoted 06:00 into text.
+        """
+        latest = '"24:00" for the end of the day' if end_of_day else '"23:59"'
+        value = self.scalar(node)
+        if value is INVALID or not isinstance(node, yaml.ScalarNode) or node.tag == TAG_NULL:
+            got = self.describe(node)
+            self.error(node, f'{path} must be a local time like "23:00", got {got}')
+            return None
+        text = str(node.value).strip()
+        found = _CLOCK.fullmatch(text)
+        if found is None:
+            self.error(node, f'{path} must be a local time like "23:00", got {self.describe(node)}')
+            return None
+        hour, minute = int(found[1]), int(found[2])
+        if (hour, minute) == (24, 0) and end_of_day:
+            return hour, minute
+        if hour > 23 or minute > 59:
+            self.error(node, f'{path}: {text!r} is not a time of day; use "00:00" to {latest}')
+            return None
+        return hour, minute
+
+    def zone(self, node: yaml.Node, path: str, name: str) -> ZoneInfo | None:
+        try:
+            return ZoneInfo(name)
+        except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+            pass
+        known = _time_zones()
+        by_case = {z.lower(): z for z in known}
+        close = [by_case[name.lower()]] if name.lower() in by_case else []
+        close = close or difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        self.error(
+            node,
+            f"{path}: unknown time zone '{name}'{hint}; use an IANA name such as Europe/Berlin, "
+            "America/New_York or UTC",
+        )
+        return None
+
+
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _covers_the_week(blackouts: list[Blackout]) -> bool:
+    """Whether windows in one zone leave no minute of the local week outside them."""
+    spans: list[tuple[int, int]] = []
+    for blackout in blackouts:
+        start = blackout.start.hour * 60 + blackout.start.minute
+        end = 24 * 60 if blackout.end is None else blackout.end.hour * 60 + blackout.end.minute
+        if end <= start:
+            end += 24 * 60
+        for day in blackout.days:
+            low, high = day * 24 * 60 + start, day * 24 * 60 + end
+            spans.append((low, min(high, _WEEK_MINUTES)))
+            if high > _WEEK_MINUTES:
+                spans.append((0, high - _WEEK_MINUTES))
+    covered = 0
+    for low, high in sorted(spans):
+        if low > covered:
+            return False
+        covered = max(covered, high)
+    return covered >= _WEEK_MINUTES

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.policy.model import FAILURE_CLASSES, DecisionInput, Rule, When
-from app.policy.text import MAX_LISTED, glob_list, name_list, quote
+from app.policy.model import FAILURE_CLASSES, DecisionInput, FailedShare, Rule, When
+from app.policy.text import MAX_LISTED, glob_list, name_list, percent, plural, quote
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,52 @@ def host_mismatch(when: When, host: FailedHost) -> str:
     return f"{name}: message {quote(host.message)} does not match {patterns}"
 
 
+def run_share(failed: int, run_host_count: int | None) -> tuple[int, float] | None:
+    """The run's host count and the share of it that failed, or None when the count is
+    unknown. The failed hosts are hosts of the run even if its count says fewer."""
+    if run_host_count is None:
+        return None
+    total = max(run_host_count, failed)
+    return total, (failed / total if total else 0.0)
+
+
+def share_holds(
+    share: FailedShare, failed: int, run_host_count: int | None, *, explain: bool
+) -> tuple[bool, list[str]]:
+    """Whether ``when.failed_hosts`` holds for a run with ``failed`` failed hosts, and why
+    (with ``explain``): one reason per bound."""
+    holds = True
+    reasons: list[str] = []
+    counted = f"{failed} failed host{plural(failed)}"
+    if share.min is not None:
+        if failed >= share.min:
+            reasons.append(f"{counted} is at least min {share.min}")
+        else:
+            holds = False
+            reasons.append(f"{counted} is fewer than min {share.min}")
+    if share.max is not None:
+        if failed <= share.max:
+            reasons.append(f"{counted} is at most max {share.max}")
+        else:
+            holds = False
+            reasons.append(f"{counted} is more than max {share.max}")
+    if share.ratio_over is not None:
+        found = run_share(failed, run_host_count)
+        limit = percent(share.ratio_over)
+        if found is None:
+            holds = False
+            reasons.append("the run's host count is unknown: ratio_over cannot hold")
+        else:
+            total, ratio = found
+            of = f"{failed} of {total} host{plural(total)} failed ({percent(ratio)})"
+            if ratio > share.ratio_over:
+                reasons.append(f"{of} is over {limit}")
+            else:
+                holds = False
+                reasons.append(f"{of} is not over {limit}")
+    return holds, reasons if explain else []
+
+
 def match_rule(
     when: When, inp: DecisionInput, hosts: tuple[FailedHost, ...], *, explain: bool
 ) -> tuple[bool, tuple[FailedHost, ...], list[str]]:
@@ -104,6 +150,12 @@ def match_rule(
                 return False, (), reasons
             matched = False
             reasons.append(f"{job} does not match {glob_list(when.job)}")
+    if when.failed_hosts is not None:
+        holds, why = share_holds(when.failed_hosts, len(hosts), inp.run_host_count, explain=explain)
+        if not holds and not explain:
+            return False, (), reasons
+        matched = matched and holds
+        reasons.extend(why)
     if not when.has_host_conditions:
         if explain and when.is_catch_all:
             reasons.append("no conditions: matches every failure")

@@ -189,6 +189,7 @@ class NodeReader(Generic[T]):
         maximum: float | None = None,
         *,
         above_minimum: bool = False,
+        below_maximum: bool = False,
     ) -> float | None:
         value = self.scalar(node)
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -198,9 +199,13 @@ class NodeReader(Generic[T]):
             self.error(node, f"{path} must be a finite number, got {self.describe(node)}")
             return None
         low_ok = value > minimum if above_minimum else value >= minimum
-        if not low_ok or (maximum is not None and value > maximum):
+        high_ok = maximum is None or (value < maximum if below_maximum else value <= maximum)
+        if not (low_ok and high_ok):
             low = f"more than {minimum:g}" if above_minimum else f"at least {minimum:g}"
-            high = f" and at most {maximum:g}" if maximum is not None else ""
+            high = ""
+            if maximum is not None:
+                bound = "less than" if below_maximum else "at most"
+                high = f" and {bound} {maximum:g}"
             self.error(node, f"{path} must be {low}{high}, got {value:g}")
             return None
         return float(value)

@@ -23,8 +23,18 @@ def at_time(moment: datetime, now: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def full_time(moment: datetime) -> str:
+    """A moment with its date, for output read later than it was decided."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def plural(count: int) -> str:
     return "" if count == 1 else "s"
+
+
+def percent(share: float) -> str:
+    """``0.6`` → ``60%``, ``1/3`` → ``33.3%``."""
+    return f"{round(share * 100, 1):g}%"
 
 
 def quote(text: str, limit: int = 40) -> str:

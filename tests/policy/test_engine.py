@@ -15,10 +15,12 @@ from app.policy import (
     HostLimit,
     ReasonCode,
     RestartOutcome,
+    Sighting,
     backoff_delay,
     breaker_state,
     decide_restart,
     explain_decision,
+    failure_signature,
     format_explanation,
     quarantined_until,
 )
@@ -160,6 +162,28 @@ rules:
 
 QUARANTINED = {"web1": tuple(NOW - minutes(n) for n in range(5))}
 OPEN_BREAKER = tuple(RestartOutcome(NOW - minutes(1), True) for _ in range(10))
+
+INFRA_DOWN = (
+    "rules:\n  - name: infra-down\n    when: {failed_hosts: {ratio_over: 0.5}}\n    action: skip\n"
+)
+SIX_OF_TEN = {"hosts": tuple(host(f"web{n}") for n in range(6)), "run_host_count": 10}
+PER_SIGNATURE = "circuit_breaker:\n  per_signature: {executions: 5, jobs: 3}\n"
+GIT_DOWN = failure_signature(
+    [
+        host(
+            "web1",
+            message="fatal: unable to access 'https://git.example.com/app.git/': Failed to "
+            "connect to git.example.com port 443",
+        )
+    ]
+)
+SIGNATURE_OPEN = {
+    "signature": GIT_DOWN,
+    "signature_sightings": tuple(
+        Sighting(NOW - minutes(n), f"exec-{n}", f"job-{n % 3}") for n in range(5)
+    ),
+}
+BLACKOUT_NOW = "schedule:\n  blackouts: [{name: maintenance, from: '13:00', to: '21:00'}]\n"
 
 GATES: list[tuple[str, str, dict[str, Any], str, str, tuple[str, ...]]] = [
     # (id, policy body, input, action, reason code, hosts)
@@ -420,6 +444,73 @@ GATES: list[tuple[str, str, dict[str, Any], str, str, tuple[str, ...]]] = [
         (),
     ),
     ("breaker open", "", {"restart_outcomes": OPEN_BREAKER}, "skip", "breaker_open", ()),
+    ("systemic", INFRA_DOWN, SIX_OF_TEN, "skip", "systemic", ()),
+    (
+        "half failed is not over half",
+        INFRA_DOWN,
+        {**SIX_OF_TEN, "run_host_count": 12},
+        "restart",
+        "restart",
+        tuple(f"web{n}" for n in range(6)),
+    ),
+    (
+        "unknown run size does not match ratio_over",
+        INFRA_DOWN,
+        {**SIX_OF_TEN, "run_host_count": None},
+        "restart",
+        "restart",
+        tuple(f"web{n}" for n in range(6)),
+    ),
+    (
+        "a failed_hosts rule that restarts",
+        "rules: [{name: few, when: {failed_hosts: {max: 1}}, max_restarts: 9}]",
+        {"prior_restarts": 5},
+        "restart",
+        "restart",
+        ("web1",),
+    ),
+    ("blackout past the deadline", BLACKOUT_NOW, {}, "skip", "blackout", ()),
+    (
+        "blackout ignored",
+        BLACKOUT_NOW + "defaults: {ignore_blackouts: true}",
+        {},
+        "restart",
+        "restart",
+        ("web1",),
+    ),
+    (
+        "blackout ignored by a rule",
+        BLACKOUT_NOW + "rules: [{name: urgent, ignore_blackouts: true, when: {job: 'deploy*'}}]",
+        {},
+        "restart",
+        "restart",
+        ("web1",),
+    ),
+    ("signature open", PER_SIGNATURE, SIGNATURE_OPEN, "held", "signature_open", ("web1",)),
+    (
+        "signature breaker off",
+        "",
+        SIGNATURE_OPEN,
+        "restart",
+        "restart",
+        ("web1",),
+    ),
+    (
+        "signature breaker off with the fleet breaker",
+        "circuit_breaker: null",
+        SIGNATURE_OPEN,
+        "restart",
+        "restart",
+        ("web1",),
+    ),
+    (
+        "no signature",
+        PER_SIGNATURE,
+        {**SIGNATURE_OPEN, "signature": None},
+        "restart",
+        "restart",
+        ("web1",),
+    ),
     (
         "breaker off",
         "circuit_breaker: null",
@@ -509,6 +600,56 @@ GATES: list[tuple[str, str, dict[str, Any], str, str, tuple[str, ...]]] = [
         "budget_global",
         (),
     ),
+    ("paused before systemic", INFRA_DOWN, {**SIX_OF_TEN, "paused": "p"}, "skip", "paused", ()),
+    (
+        "systemic before max_restarts",
+        INFRA_DOWN,
+        {**SIX_OF_TEN, "prior_restarts": 9},
+        "skip",
+        "systemic",
+        (),
+    ),
+    (
+        "deadline before blackout",
+        BLACKOUT_NOW,
+        {"first_failure_at": NOW - timedelta(days=2)},
+        "skip",
+        "deadline",
+        (),
+    ),
+    ("blackout before hosts", BLACKOUT_NOW, {"hosts": ()}, "skip", "blackout", ()),
+    (
+        "breaker before signature",
+        PER_SIGNATURE,
+        {**SIGNATURE_OPEN, "restart_outcomes": OPEN_BREAKER},
+        "skip",
+        "breaker_open",
+        (),
+    ),
+    (
+        "budgets before signature",
+        PER_SIGNATURE,
+        {**SIGNATURE_OPEN, "usage": BudgetUsage(per_job=10)},
+        "skip",
+        "budget_per_job",
+        (),
+    ),
+    (
+        "blackout before signature",
+        PER_SIGNATURE + BLACKOUT_NOW,
+        SIGNATURE_OPEN,
+        "skip",
+        "blackout",
+        (),
+    ),
+    (
+        "systemic before signature",
+        PER_SIGNATURE + INFRA_DOWN,
+        {**SIX_OF_TEN, **SIGNATURE_OPEN},
+        "skip",
+        "systemic",
+        (),
+    ),
 ]
 
 
@@ -523,12 +664,18 @@ def test_decision_table(
     decision = decide_restart(policy(body), make_input(**fields))
     assert (decision.action, decision.reason_code, decision.hosts) == (action, code, hosts)
     assert decision.reason_code in REASON_CODES
-    if action == "restart":
+    assert decision.signature == fields.get("signature")
+    assert decision.deferred_by is None
+    if action in ("restart", "held"):
         assert decision.due_at is not None and decision.backoff_seconds is not None
         assert decision.due_at == NOW + timedelta(seconds=decision.backoff_seconds)
+        assert decision.queued
     else:
         assert decision.due_at is None and decision.backoff_seconds is None
         assert decision.reason.startswith("skip")
+        assert not decision.queued
+    assert decision.held is (action == "held")
+    assert (decision.held_until is not None) is (action == "held")
 
 
 def test_reason_codes_are_all_covered_by_the_table() -> None:
@@ -678,6 +825,45 @@ SENTENCES: list[tuple[str, str, dict[str, Any], str]] = [
         "",
         {"restart_outcomes": OPEN_BREAKER},
         "skip: circuit breaker open until 14:10:00 UTC (10 of 10 restarts within 15m failed again)",
+    ),
+    (
+        "systemic",
+        INFRA_DOWN,
+        SIX_OF_TEN,
+        "skip: systemic failure, 6 of 10 hosts failed (rule infra-down)",
+    ),
+    (
+        "systemic by count, run size unknown",
+        "rules: [{name: many, when: {failed_hosts: {min: 5}}, action: skip}]",
+        {**SIX_OF_TEN, "run_host_count": None},
+        "skip: systemic failure, 6 hosts failed (rule many)",
+    ),
+    (
+        "systemic counts the failed hosts into a smaller run size",
+        "rules: [{name: many, when: {failed_hosts: {min: 5}}, action: skip}]",
+        {**SIX_OF_TEN, "run_host_count": 4},
+        "skip: systemic failure, 6 of 6 hosts failed (rule many)",
+    ),
+    (
+        "blackout past the deadline",
+        BLACKOUT_NOW,
+        {},
+        "skip: blackout maintenance lasts until 21:00:00 UTC, past the deadline 6h after the "
+        "first failure (20:00:00 UTC)",
+    ),
+    (
+        "deferred by a blackout",
+        NO_JITTER + "  deadline: 12h\n" + BLACKOUT_NOW,
+        {},
+        "restart 1 of 1 host deferred until 21:00:00 UTC (blackout maintenance) by the defaults "
+        "(attempt 1 of 3, backoff 30 s)",
+    ),
+    (
+        "held",
+        PER_SIGNATURE,
+        SIGNATURE_OPEN,
+        "held: signature 'task_failed: fatal: unable to access <path>: Failed to connect to "
+        "<host> port <n>' open until 14:15:00 UTC (5 executions of 3 jobs within 10m)",
     ),
 ]
 
@@ -894,7 +1080,10 @@ def test_explain_gives_each_rule_and_why() -> None:
         "no conditions: matches every failure",
         "not used: rule flaky-network matched first",
     )
-    assert [c.code for c in explanation.checks] == list(REASON_CODES[1:])
+    # the action gate is rule_skip, or systemic when a failed_hosts rule says skip
+    assert [c.code for c in explanation.checks] == [
+        code for code in REASON_CODES[1:] if code != ReasonCode.SYSTEMIC
+    ]
     assert all(c.passed for c in explanation.checks)
 
 
@@ -949,3 +1138,120 @@ def test_same_input_same_decision() -> None:
     assert decide_restart(parsed, inp) == decide_restart(
         policy(EXPLAINED), make_input(hosts=(WEB_TIMEOUT, DB_FAILED), prior_restarts=1)
     )
+
+
+# --- round two: systemic failures, blackouts, the error-signature breaker ------------------------
+
+
+def test_explain_shows_the_failed_share() -> None:
+    body = (
+        "rules:\n"
+        "  - name: infra-down\n"
+        "    when: {failed_hosts: {min: 3, ratio_over: 0.5}}\n"
+        "    action: skip\n"
+        "  - name: few\n"
+        "    when: {failed_hosts: {max: 2}}\n"
+    )
+    explanation = explain_decision(policy(body), make_input(**SIX_OF_TEN))
+    assert explanation.traces[0].reasons == (
+        "6 failed hosts is at least min 3",
+        "6 of 10 hosts failed (60%) is over 50%",
+    )
+    assert explanation.traces[1].reasons == ("6 failed hosts is more than max 2",)
+    assert explanation.decision.reason_code == "systemic"
+    action = explanation.checks[2]
+    assert (action.code, action.passed) == ("systemic", False)
+    assert action.detail == "rule infra-down says skip: 6 of 10 hosts failed (systemic)"
+
+    unknown = explain_decision(policy(body), make_input(**{**SIX_OF_TEN, "run_host_count": None}))
+    assert unknown.traces[0].matched is False
+    assert unknown.traces[0].reasons == (
+        "6 failed hosts is at least min 3",
+        "the run's host count is unknown: ratio_over cannot hold",
+    )
+    assert unknown.decision.rule == "defaults"
+    assert unknown.checks[2].code == "rule_skip"
+
+    half = explain_decision(policy(body), make_input(**{**SIX_OF_TEN, "run_host_count": 12}))
+    assert half.traces[0].reasons[1] == "6 of 12 hosts failed (50%) is not over 50%"
+
+
+def test_ratio_over_is_strictly_over() -> None:
+    body = "rules: [{name: all, when: {failed_hosts: {ratio_over: 0}}, action: skip}]"
+    hosts = {"hosts": (host("a"),)}
+    assert decide_restart(policy(body), make_input(**hosts, run_host_count=3)).rule == "all"
+    nothing_failed = make_input(hosts=(), status="INIT_FAILURE", run_host_count=3)
+    assert decide_restart(policy(body), nothing_failed).rule == "defaults"
+    empty_run = make_input(hosts=(), status="INIT_FAILURE", run_host_count=0)
+    assert decide_restart(policy(body), empty_run).rule == "defaults"
+
+
+def test_a_failed_hosts_rule_is_not_a_catch_all() -> None:
+    parsed = policy(INFRA_DOWN + "  - name: later\n")
+    assert parsed.warnings == ()
+
+
+def test_explain_shows_the_blackout_and_the_held_restart() -> None:
+    body = NO_JITTER + "  deadline: 12h\n" + BLACKOUT_NOW + PER_SIGNATURE
+    explanation = explain_decision(policy(body), make_input(**SIGNATURE_OPEN))
+    decision = explanation.decision
+    assert (decision.action, decision.reason_code) == ("held", "signature_open")
+    assert decision.due_at == datetime(2024, 5, 1, 21, 0, tzinfo=UTC)
+    assert decision.deferred_by == "maintenance"
+    assert decision.held_until == NOW + minutes(15)
+    assert decision.signature == GIT_DOWN
+    checks = {c.code: c for c in explanation.checks}
+    assert [c.code for c in explanation.checks][-2:] == ["breaker_open", "signature_open"]
+    assert [c.code for c in explanation.checks][4:6] == ["deadline", "blackout"]
+    assert checks["blackout"].passed
+    assert checks["blackout"].detail == (
+        "due at 14:00:30 UTC, inside blackout maintenance until 21:00:00 UTC (21:00 UTC): "
+        "deferred, within the deadline 12h after the first failure (2024-05-02 02:00:00 UTC)"
+    )
+    assert not checks["signature_open"].passed
+    assert checks["signature_open"].detail == (
+        "signature 'task_failed: fatal: unable to access <path>: Failed to connect to <host> "
+        "port <n>' open until 14:15:00 UTC: 5 executions of 3 jobs within 10m"
+    )
+    text = format_explanation(explanation)
+    assert "decision: held (signature_open)" in text
+    assert "deferred: until 2024-05-01 21:00:00 UTC by blackout maintenance" in text
+    assert "held:     until 2024-05-01 14:15:00 UTC at least" in text
+    assert GIT_DOWN is not None
+    assert "signature: 'task_failed: fatal: unable to access <path>: " in text
+    assert text.count(f"[{GIT_DOWN.key}]") == 1
+    assert "  HOLD signature_open: signature 'task_failed: " in text
+    assert "  ok   blackout: due at 14:00:30 UTC, inside blackout maintenance" in text
+
+
+def test_explain_checks_when_the_new_gates_are_off() -> None:
+    checks = {c.code: c for c in explain_decision(policy(), make_input()).checks}
+    assert checks["blackout"].detail == "no blackout windows"
+    assert checks["signature_open"].detail == "error-signature breaker is off"
+    body = BLACKOUT_NOW + PER_SIGNATURE + "defaults: {ignore_blackouts: true}"
+    checks = {c.code: c for c in explain_decision(policy(body), make_input()).checks}
+    assert checks["blackout"].detail == "the defaults ignores blackouts"
+    assert checks["signature_open"].detail == "the failure has no signature"
+    closed = {**SIGNATURE_OPEN, "signature_sightings": SIGNATURE_OPEN["signature_sightings"][:2]}
+    checks = {c.code: c for c in explain_decision(policy(body), make_input(**closed)).checks}
+    assert checks["signature_open"].passed
+    assert checks["signature_open"].detail.endswith(
+        "closed: 2 executions of 2 jobs within 10m (opens at 5 executions of 3 jobs)"
+    )
+
+
+def test_explain_shows_the_blackout_skip() -> None:
+    explanation = explain_decision(policy(NO_JITTER + BLACKOUT_NOW), make_input())
+    check = next(c for c in explanation.checks if c.code == "blackout")
+    assert not check.passed
+    assert check.detail == (
+        "due at 14:00:30 UTC, inside blackout maintenance until 21:00:00 UTC (21:00 UTC), after "
+        "the deadline 6h after the first failure (20:00:00 UTC)"
+    )
+    assert "  FAIL blackout: due at " in format_explanation(explanation)
+
+
+def test_every_decision_carries_the_signature() -> None:
+    for fields in ({"status": "SUCCESS"}, {"prior_restarts": 9}, {}):
+        decision = decide_restart(policy(PER_SIGNATURE), make_input(signature=GIT_DOWN, **fields))
+        assert decision.signature == GIT_DOWN

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
-from textwrap import dedent
+from textwrap import dedent, indent
 from typing import Any
 
 import pytest
@@ -14,12 +14,15 @@ from app.policy import (
     Backoff,
     Budget,
     CircuitBreaker,
+    FailedShare,
     HostLimit,
     Limits,
     Policy,
     PolicyError,
     PolicyProblem,
+    Schedule,
     Settings,
+    SignatureBreaker,
     parse_policy,
     policy_version,
 )
@@ -197,6 +200,64 @@ S = timedelta(seconds=1)
             lambda p: p.circuit_breaker,
             CircuitBreaker(min_restarts=1, window=3600 * S, cool_down=0 * S),
         ),
+        # the error-signature breaker: off unless given
+        ("", lambda p: p.signature_breaker, None),
+        ("circuit_breaker: {}", lambda p: p.signature_breaker, None),
+        ("circuit_breaker: {per_signature: null}", lambda p: p.signature_breaker, None),
+        ("circuit_breaker: null", lambda p: p.signature_breaker, None),
+        ("circuit_breaker: {per_signature: {}}", lambda p: p.signature_breaker, SignatureBreaker()),
+        (
+            "circuit_breaker: {per_signature: {}}",
+            lambda p: p.circuit_breaker,
+            CircuitBreaker(),
+        ),
+        (
+            "circuit_breaker:\n"
+            "  per_signature: {executions: 2, jobs: 1, window: 5m, cool_down: 0s}",
+            lambda p: p.signature_breaker,
+            SignatureBreaker(executions=2, jobs=1, window=300 * S, cool_down=0 * S),
+        ),
+        # failed_hosts
+        (
+            "rules: [{name: a, when: {failed_hosts: {ratio_over: 0.5}}}]",
+            lambda p: p.rules[0].when.failed_hosts,
+            FailedShare(ratio_over=0.5),
+        ),
+        (
+            "rules: [{name: a, when: {failed_hosts: {min: 0, max: 0}}}]",
+            lambda p: p.rules[0].when.failed_hosts,
+            FailedShare(min=0, max=0),
+        ),
+        (
+            "rules: [{name: a, when: {failed_hosts: {min: 3, max: 9, ratio_over: 0}}}]",
+            lambda p: p.rules[0].when.failed_hosts,
+            FailedShare(min=3, max=9, ratio_over=0.0),
+        ),
+        (
+            "rules: [{name: a, when: {failed_hosts: {min: 3}}}]",
+            lambda p: p.rules[0].when.is_catch_all,
+            False,
+        ),
+        ("rules: [{name: a}]", lambda p: p.rules[0].when.failed_hosts, None),
+        # ignore_blackouts
+        ("", lambda p: p.defaults.ignore_blackouts, False),
+        ("defaults: {ignore_blackouts: true}", lambda p: p.defaults.ignore_blackouts, True),
+        (
+            "defaults: {ignore_blackouts: true}\nrules: [{name: a}]",
+            lambda p: p.rules[0].settings.ignore_blackouts,
+            True,
+        ),
+        (
+            "rules: [{name: a, ignore_blackouts: true}]",
+            lambda p: p.rules[0].settings.ignore_blackouts,
+            True,
+        ),
+        # schedule
+        ("", lambda p: p.schedule, Schedule()),
+        ("schedule: null", lambda p: p.schedule, Schedule()),
+        ("schedule: {}", lambda p: p.schedule, Schedule()),
+        ("schedule: {blackouts: []}", lambda p: p.schedule, Schedule()),
+        ("schedule: {blackouts: null}", lambda p: p.schedule, Schedule()),
     ],
 )
 def test_valid_policy_values(body: str, read: Callable[[Policy], Any], expected: Any) -> None:
@@ -240,6 +301,9 @@ def test_every_key_has_a_default() -> None:
         count_manual=False,
     )
     assert parsed.circuit_breaker == CircuitBreaker(0.5, 10, 900 * S, 600 * S)
+    assert parsed.signature_breaker is None
+    assert parsed.schedule == Schedule()
+    assert parsed.defaults.ignore_blackouts is False
     assert parsed.schema_version == 1
     assert parsed.warnings == ()
 
@@ -265,6 +329,37 @@ def test_shipped_example_policy_is_valid() -> None:
     ]
     assert parsed.rule("no-db-migrations") is not None
     assert parsed.rule("missing") is None
+    assert parsed.signature_breaker == SignatureBreaker(
+        executions=5, jobs=3, window=600 * S, cool_down=900 * S
+    )
+    assert parsed.circuit_breaker == CircuitBreaker()
+    assert parsed.schedule == Schedule()
+
+
+def uncommented(text: str, first: str) -> str:
+    """The commented-out block of ``text`` whose first line is ``first``, taken in."""
+    start = text.index(first)
+    indent = text.rindex("\n", 0, start) + 1
+    prefix = text[indent:start]
+    lines = []
+    for line in text[indent:].splitlines():
+        if not line.startswith(prefix):
+            break
+        lines.append(line[len(prefix) :])
+    return "\n".join(lines) + "\n"
+
+
+def test_shipped_examples_are_valid_when_uncommented() -> None:
+    """policy.yaml shows a systemic rule and a schedule commented out; taken in, they load."""
+    text = (REPO / "policy.yaml").read_text(encoding="utf-8")
+    rule = indent(uncommented(text, "- name: infra-down"), "  ")
+    schedule = uncommented(text, "schedule:")
+    parsed = parse_policy(text.replace("\nrules:\n", "\nrules:\n" + rule) + schedule)
+    assert parsed.warnings == ()
+    assert parsed.rules[0].name == "infra-down"
+    assert parsed.rules[0].when.failed_hosts == FailedShare(min=5, ratio_over=0.5)
+    assert [b.name for b in parsed.schedule.blackouts] == ["nightly-backup", "weekend-freeze"]
+    assert parsed.schedule.blackouts[0].tz == "Europe/Berlin"
 
 
 def test_design_example_policy_is_valid() -> None:
@@ -665,6 +760,279 @@ ERRORS: list[tuple[str, str, list[tuple[int, str]]]] = [
         "version: 1\ncircuit_breaker: off\n",
         [(2, "circuit_breaker must be a mapping of keys to values")],
     ),
+    # failed_hosts
+    (
+        "unknown failed_hosts key",
+        "version: 1\nrules:\n  - name: a\n    when:\n      failed_hosts: {ratio: 0.5}\n",
+        [
+            (
+                5,
+                "unknown key 'ratio' in rules[0].when.failed_hosts (did you mean 'ratio_over'?); "
+                "expected one of: min, max, ratio_over",
+            )
+        ],
+    ),
+    (
+        "failed_hosts misspelt",
+        "version: 1\nrules:\n  - name: a\n    when:\n      failed_host: {min: 1}\n",
+        [(5, "unknown key 'failed_host' in rules[0].when (did you mean 'failed_hosts'?)")],
+    ),
+    (
+        "failed_hosts without bounds",
+        "version: 1\nrules:\n  - name: a\n    when: {failed_hosts: {}}\n",
+        [(4, "rules[0].when.failed_hosts needs at least one of min, max, ratio_over")],
+    ),
+    (
+        "failed_hosts as a number",
+        "version: 1\nrules:\n  - name: a\n    when: {failed_hosts: 3}\n",
+        [(4, "rules[0].when.failed_hosts must be a mapping of keys to values such as")],
+    ),
+    (
+        "failed_hosts min negative",
+        "version: 1\nrules:\n  - name: a\n    when: {failed_hosts: {min: -1}}\n",
+        [(4, "rules[0].when.failed_hosts.min must be between 0 and 1000000, got -1")],
+    ),
+    (
+        "failed_hosts max fraction",
+        "version: 1\nrules:\n  - name: a\n    when: {failed_hosts: {max: 2.5}}\n",
+        [(4, "rules[0].when.failed_hosts.max must be a whole number, got 2.5")],
+    ),
+    (
+        "failed_hosts max below min",
+        "version: 1\nrules:\n  - name: a\n    when:\n      failed_hosts:\n        min: 5\n"
+        "        max: 2\n",
+        [(7, "rules[0].when.failed_hosts: max 2 is less than min 5")],
+    ),
+    (
+        "ratio_over one",
+        "version: 1\nrules:\n  - name: a\n    when: {failed_hosts: {ratio_over: 1}}\n",
+        [(4, "rules[0].when.failed_hosts.ratio_over must be at least 0 and less than 1, got 1")],
+    ),
+    (
+        "ratio_over negative",
+        "version: 1\nrules:\n  - name: a\n    when: {failed_hosts: {ratio_over: -0.1}}\n",
+        [(4, "rules[0].when.failed_hosts.ratio_over must be at least 0 and less than 1")],
+    ),
+    (
+        "ratio_over as percent",
+        "version: 1\nrules:\n  - name: a\n    when: {failed_hosts: {ratio_over: 50%}}\n",
+        [(4, "rules[0].when.failed_hosts.ratio_over must be a number, got '50%'")],
+    ),
+    # ignore_blackouts
+    (
+        "ignore_blackouts text",
+        "version: 1\nrules:\n  - name: a\n    ignore_blackouts: always\n",
+        [(4, "rules[0].ignore_blackouts must be true or false, got 'always'")],
+    ),
+    (
+        "ignore_blackouts misspelt",
+        "version: 1\ndefaults:\n  ignore_blackout: true\n",
+        [(3, "unknown key 'ignore_blackout' in defaults (did you mean 'ignore_blackouts'?)")],
+    ),
+    # per_signature
+    (
+        "per_signature misspelt",
+        "version: 1\ncircuit_breaker:\n  per_signatures: {}\n",
+        [(3, "unknown key 'per_signatures' in circuit_breaker (did you mean 'per_signature'?)")],
+    ),
+    (
+        "unknown per_signature key",
+        "version: 1\ncircuit_breaker:\n  per_signature:\n    execution: 5\n",
+        [
+            (
+                4,
+                "unknown key 'execution' in circuit_breaker.per_signature (did you mean "
+                "'executions'?); expected one of: executions, jobs, window, cool_down",
+            )
+        ],
+    ),
+    (
+        "per_signature zero executions",
+        "version: 1\ncircuit_breaker:\n  per_signature: {executions: 0}\n",
+        [(3, "circuit_breaker.per_signature.executions must be between 1 and 1000000, got 0")],
+    ),
+    (
+        "per_signature zero jobs",
+        "version: 1\ncircuit_breaker:\n  per_signature: {jobs: 0}\n",
+        [(3, "circuit_breaker.per_signature.jobs must be between 1 and 1000000, got 0")],
+    ),
+    (
+        "per_signature zero window",
+        "version: 1\ncircuit_breaker:\n  per_signature: {window: 0s}\n",
+        [(3, "circuit_breaker.per_signature.window must be longer than 0s")],
+    ),
+    (
+        "per_signature bad cool_down",
+        "version: 1\ncircuit_breaker:\n  per_signature:\n    cool_down: a while\n",
+        [(4, "circuit_breaker.per_signature.cool_down: 'a while' is not a duration")],
+    ),
+    (
+        "per_signature as text",
+        "version: 1\ncircuit_breaker:\n  per_signature: on\n",
+        [(3, "circuit_breaker.per_signature must be a mapping of keys to values such as")],
+    ),
+    # schedule
+    (
+        "schedule misspelt",
+        "version: 1\nschedules: {}\n",
+        [(2, "unknown key 'schedules' in the policy (did you mean 'schedule'?)")],
+    ),
+    (
+        "schedule key misspelt",
+        "version: 1\nschedule:\n  blackout: []\n",
+        [(3, "unknown key 'blackout' in schedule (did you mean 'blackouts'?)")],
+    ),
+    (
+        "blackouts not a list",
+        "version: 1\nschedule:\n  blackouts: {name: x}\n",
+        [(3, "schedule.blackouts must be a list of windows ('- name: ...'), got a mapping")],
+    ),
+    (
+        "blackout not a mapping",
+        "version: 1\nschedule:\n  blackouts:\n    - nightly\n",
+        [(4, "schedule.blackouts[0] must be a mapping of keys to values such as")],
+    ),
+    (
+        "unknown blackout key",
+        "version: 1\nschedule:\n  blackouts:\n    - name: x\n      from: '01:00'\n"
+        "      to: '02:00'\n      timezone: UTC\n",
+        [(7, "unknown key 'timezone' in schedule.blackouts[0]; expected one of: name, days, ")],
+    ),
+    (
+        "blackout without name",
+        "version: 1\nschedule:\n  blackouts:\n    - {from: '01:00', to: '02:00'}\n",
+        [(4, "schedule.blackouts[0]: every blackout needs a name")],
+    ),
+    (
+        "blackout without times",
+        "version: 1\nschedule:\n  blackouts:\n    - name: x\n",
+        [
+            (4, "schedule.blackouts[0]: 'from' is required, a local time like \"23:00\""),
+            (4, "schedule.blackouts[0]: 'to' is required, a local time like \"23:00\""),
+        ],
+    ),
+    (
+        "duplicate blackout names",
+        "version: 1\nschedule:\n  blackouts:\n    - {name: x, from: '01:00', to: '02:00'}\n"
+        "    - {name: x, from: '03:00', to: '04:00'}\n",
+        [(5, "schedule.blackouts[1].name: duplicate blackout name 'x' (first used on line 4)")],
+    ),
+    (
+        "blackout name with spaces around",
+        "version: 1\nschedule:\n  blackouts:\n    - {name: ' x', from: '01:00', to: '02:00'}\n",
+        [(4, "schedule.blackouts[0].name must not start or end with spaces")],
+    ),
+    (
+        "time without colon",
+        "version: 1\nschedule:\n  blackouts:\n    - {name: x, from: 2300, to: '02:00'}\n",
+        [(4, 'schedule.blackouts[0].from must be a local time like "23:00", got 2300')],
+    ),
+    (
+        "time with seconds",
+        "version: 1\nschedule:\n  blackouts:\n    - {name: x, from: '01:00', to: '02:00:30'}\n",
+        [(4, "schedule.blackouts[0].to must be a local time like \"23:00\", got '02:00:30'")],
+    ),
+    (
+        "hour out of range",
+        "version: 1\nschedule:\n  blackouts:\n    - name: x\n      from: 25:00\n"
+        "      to: '02:00'\n",
+        [(5, 'schedule.blackouts[0].from: \'25:00\' is not a time of day; use "00:00" to "23:59"')],
+    ),
+    (
+        "minute out of range",
+        "version: 1\nschedule:\n  blackouts:\n    - name: x\n      from: '01:00'\n"
+        "      to: '02:60'\n",
+        [
+            (
+                6,
+                "schedule.blackouts[0].to: '02:60' is not a time of day; use \"00:00\" to "
+                '"24:00" for the end of the day',
+            )
+        ],
+    ),
+    (
+        "24:00 only as the end",
+        "version: 1\nschedule:\n  blackouts:\n    - {name: x, from: '24:00', to: '02:00'}\n",
+        [(4, "schedule.blackouts[0].from: '24:00' is not a time of day")],
+    ),
+    (
+        "time as null",
+        "version: 1\nschedule:\n  blackouts:\n    - {name: x, from: '01:00', to: }\n",
+        [(4, 'schedule.blackouts[0].to must be a local time like "23:00", got nothing (null)')],
+    ),
+    (
+        "empty window",
+        "version: 1\nschedule:\n  blackouts:\n    - name: x\n      from: 23:00\n"
+        "      to: '23:00'\n",
+        [
+            (
+                6,
+                "schedule.blackouts[0]: from and to are both 23:00, an empty window; for a "
+                'whole day use from: "00:00", to: "24:00"',
+            )
+        ],
+    ),
+    (
+        "unknown day",
+        "version: 1\nschedule:\n  blackouts:\n    - name: x\n      days: [mon, tues]\n"
+        "      from: '01:00'\n      to: '02:00'\n",
+        [
+            (
+                5,
+                "schedule.blackouts[0].days: 'tues' is not a day (did you mean 'tue'?); "
+                "expected one of: mon, tue, wed, thu, fri, sat, sun",
+            )
+        ],
+    ),
+    (
+        "days empty",
+        "version: 1\nschedule:\n  blackouts:\n"
+        "    - {name: x, days: [], from: '1:00', to: '2:00'}\n",
+        [(4, "schedule.blackouts[0].days must not be an empty list")],
+    ),
+    (
+        "unknown time zone",
+        "version: 1\nschedule:\n  blackouts:\n    - name: x\n      from: '01:00'\n"
+        "      to: '02:00'\n      tz: Europe/Berlim\n",
+        [
+            (
+                7,
+                "schedule.blackouts[0].tz: unknown time zone 'Europe/Berlim' (did you mean "
+                "'Europe/Berlin'?); use an IANA name such as Europe/Berlin, America/New_York "
+                "or UTC",
+            )
+        ],
+    ),
+    (
+        "time zone in the wrong case",
+        "version: 1\nschedule:\n  blackouts:\n    - {name: x, from: '1:00', to: '2:00', "
+        "tz: america/new_york}\n",
+        [
+            (
+                4,
+                "schedule.blackouts[0].tz: unknown time zone 'america/new_york' (did you mean "
+                "'America/New_York'?)",
+            )
+        ],
+    ),
+    (
+        "time zone that is a path",
+        "version: 1\nschedule:\n  blackouts:\n    - {name: x, from: '1:00', to: '2:00', "
+        "tz: ../../etc/passwd}\n",
+        [(4, "schedule.blackouts[0].tz: unknown time zone '../../etc/passwd'")],
+    ),
+    (
+        "windows covering the whole week",
+        "version: 1\nschedule:\n  blackouts:\n    - {name: day, from: '06:00', to: '18:00'}\n"
+        "    - {name: night, from: '18:00', to: '06:00'}\n",
+        [
+            (
+                4,
+                "schedule.blackouts: the windows in UTC cover the whole week, so no restart "
+                "could ever be due",
+            )
+        ],
+    ),
 ]
 
 
@@ -732,3 +1100,102 @@ def test_yaml_tags_are_refused_and_never_run(tmp_path: Path, tag: str) -> None:
     with pytest.raises(PolicyError):
         parse_policy(text)
     assert not marker.exists()
+
+
+# --- the schedule -----------------------------------------------------------------------------
+
+
+def blackouts_of(text: str) -> list[Any]:
+    return list(
+        policy("schedule:\n  blackouts:\n" + indent(dedent(text), "    ")).schedule.blackouts
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("23:00", time(23, 0)),  # YAML 1.1 reads this as the number 1380: the text counts
+        ("'23:00'", time(23, 0)),
+        ('"23:00"', time(23, 0)),
+        ("06:00", time(6, 0)),
+        ("6:05", time(6, 5)),
+        ("'0:00'", time(0, 0)),
+        ("23:59", time(23, 59)),
+    ],
+)
+def test_times_read_quoted_or_not(written: str, read: time) -> None:
+    (blackout,) = blackouts_of(f"    - {{name: x, from: {written}, to: '12:30'}}\n")
+    assert blackout.start == read
+
+
+def test_a_blackout_in_full() -> None:
+    (blackout,) = blackouts_of(
+        """\
+        - name: nightly-backup
+          days: [Mon, tue, Wednesday]
+          from: 23:00
+          to: 06:00
+          tz: Europe/Berlin
+        """
+    )
+    assert blackout.name == "nightly-backup"
+    assert blackout.days == frozenset({0, 1, 2})
+    assert (blackout.start, blackout.end) == (time(23, 0), time(6, 0))
+    assert blackout.tz == "Europe/Berlin"
+    assert blackout.zone.key == "Europe/Berlin"
+    assert blackout.line == 4
+
+
+def test_blackout_defaults_every_day_in_utc() -> None:
+    (blackout,) = blackouts_of("    - {name: x, from: '22:00', to: '24:00'}\n")
+    assert blackout.days == frozenset(range(7))
+    assert blackout.end is None  # midnight at the end of the day
+    assert (blackout.tz, blackout.zone.key) == ("UTC", "UTC")
+
+
+def test_one_day_as_text() -> None:
+    (blackout,) = blackouts_of("    - {name: x, days: sun, from: '00:00', to: '24:00'}\n")
+    assert blackout.days == frozenset({6})
+
+
+def test_every_day_but_a_minute_is_allowed() -> None:
+    (blackout,) = blackouts_of("    - {name: x, from: '00:01', to: '24:00'}\n")
+    assert blackout.start == time(0, 1)
+
+
+def test_windows_in_two_zones_are_checked_each_on_its_own() -> None:
+    found = blackouts_of(
+        """\
+        - {name: a, from: '00:00', to: '13:00'}
+        - {name: b, from: '21:00', to: '10:00', tz: Asia/Tokyo}
+        """
+    )
+    assert [b.name for b in found] == ["a", "b"]
+
+
+def test_more_jobs_than_executions_is_a_warning() -> None:
+    parsed = policy("circuit_breaker:\n  per_signature: {executions: 2, jobs: 4}\n")
+    assert [str(w) for w in parsed.warnings] == [
+        "policy.yaml:3: circuit_breaker.per_signature: jobs 4 is more than executions 2; each "
+        "execution belongs to one job, so it takes 4 executions to open"
+    ]
+
+
+def test_every_schedule_problem_is_reported_in_line_order() -> None:
+    text = """\
+        version: 1
+        schedule:
+          blackouts:
+            - name: a
+              days: [sat, sunday, holiday]
+              from: 25:00
+              to: 24:00
+              tz: Mars/Olympus
+            - name: a
+              from: '01:00'
+              to: '01:00'
+            - from: 1:00
+              to: 2:00
+        """
+    found = problems_of(text)
+    assert [line for line, _ in found] == [5, 6, 8, 9, 11, 12]
