@@ -24,6 +24,8 @@ from app.policy import Policy, parse_policy
 from tests.feed import GIT_ERROR, SIGNATURE_POLICY, event, ms, run_events
 
 BERLIN = ZoneInfo("Europe/Berlin")
+OTHERS = ("app1", "app2", "app3")
+"""Hosts that succeed beside the failing one: a run that failed in part, not as a whole."""
 
 SYSTEMIC_POLICY = """
 version: 1
@@ -125,9 +127,8 @@ def git_burst(
         execution_id = f"exec-git-{n}"
         stderr = GIT_ERROR.format(n=n, ms=1000 + 37 * n)
         at = start + dt.timedelta(seconds=30 * n)
-        feed(
-            sessions, run_events(execution_id, f"job-{n % 4}", at, {f"web{n}": stderr}), at, policy
-        )
+        items = run_events(execution_id, f"job-{n % 4}", at, {f"web{n}": stderr}, OTHERS)
+        feed(sessions, items, at, policy)
         ids.append(execution_id)
     return ids
 

@@ -319,7 +319,7 @@ def overview() -> str:
     session = get_session()
     data = pages.overview(session, _loaded_policy().policy, utcnow())
     _done_reading(session)
-    return render_template("admin/overview.html", data=data)
+    return render_template("admin/overview.html", data=data, can_act=_user().is_operator)
 
 
 @bp.get("/executions/<segment:execution_id>")

@@ -19,11 +19,17 @@ from tests.conftest import CALLBACK_TOKEN
 from tests.feed import GIT_ERROR, SIGNATURE_POLICY, run_events
 from tests.helpers import save_user, sign_in, transaction
 
-ALWAYS = """
-schedule:
-  blackouts:
-    - {name: change-freeze, from: "00:00", to: "24:00", tz: Europe/Berlin}
-"""
+
+
+def around_now() -> str:
+    """A daily window from an hour ago to an hour from now (UTC): active now."""
+    now = dt.datetime.now(dt.UTC)
+    start = (now - dt.timedelta(hours=1)).strftime("%H:%M")
+    end = (now + dt.timedelta(hours=1)).strftime("%H:%M")
+    return (
+        "schedule:\n  blackouts:\n"
+        f'    - {{name: change-freeze, from: "{start}", to: "{end}", tz: UTC}}\n'
+    )
 
 
 @pytest.fixture
@@ -127,7 +133,7 @@ def test_the_overview_lists_open_signatures_and_an_operator_closes_one(
 def test_an_active_blackout_shows_on_readyz_metrics_and_the_policy_page(
     make_app: Any, policy_file: Path
 ) -> None:
-    policy_file.write_text(SIGNATURE_POLICY + ALWAYS)
+    policy_file.write_text(SIGNATURE_POLICY + around_now())
     app = make_app()
     client = app.test_client()
 
