@@ -20,7 +20,6 @@ from tests.feed import GIT_ERROR, SIGNATURE_POLICY, run_events
 from tests.helpers import save_user, sign_in, transaction
 
 
-
 def around_now() -> str:
     """A daily window from an hour ago to an hour from now (UTC): active now."""
     now = dt.datetime.now(dt.UTC)
