@@ -25,7 +25,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     settings = _configure(app, config)
     extensions.init_app(app, Runtime.from_settings(settings))
     register_web(app, settings)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return app
 
 

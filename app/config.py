@@ -59,6 +59,8 @@ class Settings:
     session_idle: float = 12 * 3600.0
     session_lifetime: float = 7 * 24 * 3600.0
     log_level: str = "INFO"
+    # "text" (one readable line per record) or "json" (one JSON object per line).
+    log_format: str = "text"
     # The front door: answer callbacks once stored ("durable") or once also applied
     # ("processed"); how long a callback waits for the database before it is spooled.
     callback_ack: str = "durable"
@@ -122,6 +124,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "RESPAWN_ALLOWED_HOSTS": ("allowed_hosts", "list"),
     "RESPAWN_SESSION_LIFETIME": ("session_lifetime", "float"),
     "RESPAWN_LOG_LEVEL": ("log_level", "str"),
+    "RESPAWN_LOG_FORMAT": ("log_format", "str"),
     "RESPAWN_CALLBACK_ACK": ("callback_ack", "str"),
     "RESPAWN_INTAKE_TIMEOUT": ("intake_timeout", "float"),
     "RESPAWN_SPOOL_DIR": ("spool_dir", "str"),
@@ -199,6 +202,8 @@ def load_settings(
         )
     values.setdefault("database_url", default_database_url(instance_path))
     values.setdefault("spool_dir", str(Path(instance_path) / "spool"))
+    if values.get("log_format", "text") not in {"text", "json"}:
+        raise ConfigError("RESPAWN_LOG_FORMAT: must be 'text' or 'json'")
     if values.get("callback_ack", "durable") not in {"durable", "processed"}:
         raise ConfigError("RESPAWN_CALLBACK_ACK: must be 'durable' or 'processed'")
     if not 0 < float(values.get("intake_timeout", 1.0)) <= 30:

@@ -1,9 +1,12 @@
 """gunicorn settings for `respawn serve` and the container; each may be overridden by flags."""
 
 import os
+import shutil
+from pathlib import Path
 
 from gunicorn.glogging import Logger
 
+from app import metrics
 from app.dispatcher import start_background
 from app.extensions import get_runtime
 from app.redact import escape_controls, redact_text
@@ -22,8 +25,30 @@ keepalive = 5
 forwarded_allow_ips = os.environ.get("RESPAWN_TRUSTED_PROXIES", "")
 # No control socket: a second instance on the machine could take over one shared path.
 control_socket_disable = True
-accesslog = "-"
+# JSON logs: the app writes one line per request itself (app/web/__init__.py), and gunicorn's
+# own lines are JSON too.
+JSON_LOGS = os.environ.get("RESPAWN_LOG_FORMAT") == "json"
+accesslog = None if JSON_LOGS else "-"
 errorlog = "-"
+if JSON_LOGS:
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "app.logging_setup.JSONFormatter"}},
+        # gunicorn's defaults name these two handlers; both write JSON here.
+        "handlers": {
+            name: {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+            for name in ("console", "error_console")
+        },
+        "root": {"level": "INFO", "handlers": ["console"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False}
+        },
+    }
 limit_request_line = 8190
 
 
@@ -40,6 +65,26 @@ class RedactingLogger(Logger):  # type: ignore[misc]  # gunicorn ships no type h
 
 
 logger_class = RedactingLogger
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """The instance's metrics directory starts empty: values of an earlier run do not count."""
+    folder = os.environ.get(metrics.MULTIPROC_ENV)
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for stale in Path(folder).glob("*.db"):
+            stale.unlink()
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A worker that is gone stops counting in live gauges; its counters keep their totals."""
+    metrics.process_gone(worker.pid)
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    folder = os.environ.get(metrics.MULTIPROC_ENV)
+    if folder and os.environ.get("RESPAWN_METRICS_DIR_OWNED") == "1":
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]

@@ -42,8 +42,8 @@ def test_the_core_imports_no_flask() -> None:
     assert found == []
 
 
-def test_only_the_outbox_changes_a_restarts_state() -> None:
-    """`restart.state = ...` appears in app.core.outbox alone (its `transition`)."""
+def test_only_the_lifecycle_changes_a_restarts_state() -> None:
+    """`restart.state = ...` appears in app.core.lifecycle alone (its `transition`)."""
     writers = []
     for path in modules():
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -58,7 +58,7 @@ def test_only_the_outbox_changes_a_restarts_state() -> None:
                         and target.value.id == "restart"
                     ):
                         writers.append(f"{path.relative_to(APP)}:{node.lineno}")
-    assert [w for w in writers if not w.startswith("core/outbox.py")] == []
+    assert [w for w in writers if not w.startswith("core/lifecycle.py")] == []
     assert writers, "the outbox's transition assigns the state"
 
 

@@ -35,7 +35,7 @@ def runtime_from_env() -> Iterator[Runtime]:
     except PolicyError as exc:
         problems = "\n".join(str(p) for p in exc.problems)
         raise click.ClickException(f"the policy file is invalid:\n{problems}") from None
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         yield runtime
     finally:

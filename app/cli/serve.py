@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -19,6 +20,12 @@ GUNICORN_CONF = Path(__file__).resolve().parents[1] / "gunicorn_conf.py"
 def serve(bind: str, workers: int | None) -> None:
     """Serve the receiver, API and UI with gunicorn (config: app/gunicorn_conf.py)."""
     settings_from_env()  # refuse to start with a message rather than in every worker
+    # One metrics directory per instance, shared by its workers (app/metrics.py): the one
+    # named, or a fresh one, removed again when gunicorn exits.
+    if not os.environ.get("RESPAWN_METRICS_DIR"):
+        os.environ["RESPAWN_METRICS_DIR"] = tempfile.mkdtemp(prefix="respawn-metrics-")
+        os.environ["RESPAWN_METRICS_DIR_OWNED"] = "1"
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["RESPAWN_METRICS_DIR"]
     argv = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--bind", bind]
     if workers is not None:
         argv += ["--workers", str(workers)]

@@ -53,6 +53,15 @@ from app.runner.documents import FAILED_STATUSES
 log = logging.getLogger(__name__)
 
 
+def log_context(execution: Execution) -> dict[str, str]:
+    """The ids a log record about this execution carries (JSON logs show them as fields)."""
+    return {
+        "execution_id": execution.execution_id,
+        "job_id": execution.job_id,
+        "account": execution.account_alias,
+    }
+
+
 def auto_decision_key(execution: Execution) -> str:
     return f"auto:{execution.id}:{execution.run_index}"
 
@@ -235,7 +244,11 @@ def store_decision(
         action=decision.action, reason_code=decision.reason_code, rule=decision.rule
     ).inc()
     log.info(
-        "execution %s run %s: %s", execution.execution_id, execution.run_index, decision.reason
+        "execution %s run %s: %s",
+        execution.execution_id,
+        execution.run_index,
+        decision.reason,
+        extra=log_context(execution),
     )
     return StoredDecision(row, restart)
 

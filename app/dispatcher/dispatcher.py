@@ -83,6 +83,11 @@ class Dispatcher:
                     claim.execution_id,
                     result.outcome,
                     state,
+                    extra={
+                        "execution_id": claim.execution_id,
+                        "job_id": claim.job_id,
+                        "account": claim.account,
+                    },
                 )
                 handled += 1
 

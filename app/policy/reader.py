@@ -22,6 +22,8 @@ TAG_STR: Final = "tag:yaml.org,2002:str"
 TAG_NULL: Final = "tag:yaml.org,2002:null"
 TAG_MERGE: Final = "tag:yaml.org,2002:merge"
 TOP: Final = ""
+MAX_NAME_LENGTH: Final = 100
+"""Longest rule or blackout name."""
 
 Entries = dict[str, tuple[yaml.Node, yaml.Node]]
 
@@ -267,6 +269,32 @@ class NodeReader(Generic[T]):
             if value is not None:
                 result.append((value, item))
         return result
+
+    def unique_name(
+        self,
+        node: yaml.Node,
+        path: str,
+        what: str,
+        names: dict[str, int],
+        reserved: str | None = None,
+    ) -> str | None:
+        """A name that is text, trimmed, not ``reserved`` and not used before (``names`` maps
+        the names so far to their lines)."""
+        name = self.text_value(node, path, MAX_NAME_LENGTH)
+        if name is not None and name.strip() != name:
+            self.error(node, f"{path} must not start or end with spaces")
+            return None
+        if reserved is not None and name == reserved:
+            self.error(node, f"{path}: '{reserved}' is reserved for the defaults")
+            return None
+        if name is not None and name in names:
+            self.error(
+                node, f"{path}: duplicate {what} name '{name}' (first used on line {names[name]})"
+            )
+            return None
+        if name is not None:
+            names[name] = node.start_mark.line + 1
+        return name
 
     # --- sections -------------------------------------------------------------------------------
 

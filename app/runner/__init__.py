@@ -1,6 +1,6 @@
 """The Runner job service client (docs/runner.md)."""
 
-from app.runner.client import RunnerClient, jwt_expiry
+from app.runner.client import RunnerClient
 from app.runner.errors import (
     RunnerAuthError,
     RunnerBadResponse,
@@ -12,6 +12,7 @@ from app.runner.errors import (
 )
 from app.runner.paging import iter_pages, parse_page
 from app.runner.resources import JobCallback, Page, RestartHost, RunnerJob
+from app.runner.wire import jwt_expiry
 
 __all__ = [
     "JobCallback",

@@ -7,18 +7,14 @@ parsed answer or a typed `RunnerError`. Only safe reads are retried; a restart i
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import requests
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from app import metrics
 from app.redact import KNOWN_SECRETS
@@ -42,6 +38,7 @@ from app.runner.resources import (
     parse_job,
     run_body,
 )
+from app.runner.wire import connection_never_made, jwt_expiry, segment
 
 log = logging.getLogger(__name__)
 
@@ -53,46 +50,10 @@ _RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 _REJECTED_STATUSES = frozenset({400, 409, 422})
 
 
-def jwt_expiry(token: str) -> float | None:
-    """The `exp` claim (epoch seconds) of a JWT-shaped token, or None when it does not decode."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeError):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    if isinstance(exp, int | float) and not isinstance(exp, bool):
-        return float(exp)
-    return None
-
-
 def _raw_event(item: Any) -> Mapping[str, Any]:
     if not isinstance(item, Mapping):
         raise RunnerBadResponse("a status event is not an object")
     return item
-
-
-def _segment(value: str) -> str:
-    """One path segment, every reserved character encoded, so no id can make the request's
-    path step to another resource. `.` and `..` cannot be sent at all: the HTTP stack
-    decodes `%2E` and resolves dot segments, so they are refused before any request."""
-    text = str(value)
-    if text in (".", ".."):
-        raise RunnerRejected(f"{text!r} cannot name a Runner resource", sent=False)
-    return quote(text, safe="")
-
-
-def _connection_never_made(exc: requests.ConnectionError) -> bool:
-    """True when the connection was not established, so the request surely was not sent."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    reason = exc.args[0] if exc.args else None
-    if isinstance(reason, MaxRetryError):
-        reason = reason.reason
-    return isinstance(reason, NewConnectionError | ConnectTimeoutError)
 
 
 class RunnerClient:
@@ -365,7 +326,7 @@ class RunnerClient:
     # -- plumbing ----------------------------------------------------------------------
 
     def _path(self, *segments: str) -> str:
-        return "/" + "/".join(_segment(s) for s in segments)
+        return "/" + "/".join(segment(s) for s in segments)
 
     def _secrets(self, body: Any = None, token: str | None = None) -> list[str]:
         found = [s for s in (self._password, self._token, token) if s]
@@ -522,7 +483,7 @@ class RunnerClient:
                 allow_redirects=False,
             )
         except requests.ConnectionError as exc:
-            if _connection_never_made(exc):
+            if connection_never_made(exc):
                 raise RunnerUnavailable(
                     "could not connect to the Runner", operation=label, sent=False
                 ) from None

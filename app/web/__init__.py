@@ -6,10 +6,17 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, redirect
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from app.config import Settings
+from app.logging_setup import REQUEST_ID
+from app.redact import redact_text
 from app.web.admin import init_admin
 from app.web.api.views import bp as api_bp
 from app.web.errors import register_error_handlers
@@ -39,6 +46,10 @@ SECURITY_HEADERS = {
 }
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+requests_log = logging.getLogger("app.web.requests")
+
+
 def register_web(app: Flask, settings: Settings) -> None:
     app.url_map.converters["row_id"] = RowIdConverter
     app.url_map.converters["segment"] = SegmentConverter
@@ -52,12 +63,49 @@ def register_web(app: Flask, settings: Settings) -> None:
             app.wsgi_app, parse_networks(settings.trusted_proxies), settings.proxy_hops
         )
 
+    @app.before_request
+    def _request_id() -> None:
+        # A proxy's id is kept when it is a plain token; otherwise one is made up.
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        g.request_started = time.monotonic()
+        REQUEST_ID.set(g.request_id)
+
     @app.after_request
     def _security_headers(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if "request_id" in g:
+            response.headers["X-Request-Id"] = g.request_id
+        if settings.log_format == "json":
+            _log_request(response)
         return response
+
+    @app.teardown_request
+    def _forget_request_id(_: BaseException | None) -> None:
+        REQUEST_ID.set(None)
 
     @app.get("/")
     def _index() -> BaseResponse:
         return redirect("/admin/")
+
+
+def _log_request(response: Response) -> None:
+    """One line per request (JSON logs; gunicorn's access log is off then)."""
+    started = g.get("request_started")
+    elapsed = (time.monotonic() - started) * 1000 if started is not None else None
+    requests_log.info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status_code,
+        extra={
+            "fields": {
+                "method": request.method,
+                "path": redact_text(request.path),
+                "status": response.status_code,
+                "duration_ms": round(elapsed, 1) if elapsed is not None else None,
+                "client": request.remote_addr,
+            }
+        },
+    )

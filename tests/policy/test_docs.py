@@ -15,7 +15,6 @@ from app.cli.policy import check_command
 from app.policy import REASON_CODES, ReasonCode, blackout_at, parse_policy
 from app.policy.loader import (
     BACKOFF_KEYS,
-    BLACKOUT_KEYS,
     BREAKER_KEYS,
     BUDGET_KEYS,
     FAILED_HOSTS_KEYS,
@@ -23,10 +22,10 @@ from app.policy.loader import (
     PER_HOST_KEYS,
     PER_SIGNATURE_KEYS,
     RULE_KEYS,
-    SCHEDULE_KEYS,
     TOP_KEYS,
     WHEN_KEYS,
 )
+from app.policy.schedule_reader import BLACKOUT_KEYS, SCHEDULE_KEYS
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text(encoding="utf-8")
 KEYS = sorted(

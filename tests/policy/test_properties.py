@@ -39,7 +39,6 @@ from app.policy import (
 )
 from app.policy.loader import (
     BACKOFF_KEYS,
-    BLACKOUT_KEYS,
     BREAKER_KEYS,
     BUDGET_KEYS,
     FAILED_HOSTS_KEYS,
@@ -47,10 +46,10 @@ from app.policy.loader import (
     PER_HOST_KEYS,
     PER_SIGNATURE_KEYS,
     RULE_KEYS,
-    SCHEDULE_KEYS,
     TOP_KEYS,
     WHEN_KEYS,
 )
+from app.policy.schedule_reader import BLACKOUT_KEYS, SCHEDULE_KEYS
 
 from .helpers import NOW
 
