@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -59,6 +60,8 @@ class Settings:
     session_idle: float = 12 * 3600.0
     session_lifetime: float = 7 * 24 * 3600.0
     log_level: str = "INFO"
+    # Where operators reach the admin UI, for links in notifications (none: no links).
+    public_url: str | None = None
     # "text" (one readable line per record) or "json" (one JSON object per line).
     log_format: str = "text"
     # The front door: answer callbacks once stored ("durable") or once also applied
@@ -125,6 +128,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "RESPAWN_SESSION_LIFETIME": ("session_lifetime", "float"),
     "RESPAWN_LOG_LEVEL": ("log_level", "str"),
     "RESPAWN_LOG_FORMAT": ("log_format", "str"),
+    "RESPAWN_PUBLIC_URL": ("public_url", "str"),
     "RESPAWN_CALLBACK_ACK": ("callback_ack", "str"),
     "RESPAWN_INTAKE_TIMEOUT": ("intake_timeout", "float"),
     "RESPAWN_SPOOL_DIR": ("spool_dir", "str"),
@@ -202,6 +206,9 @@ def load_settings(
         )
     values.setdefault("database_url", default_database_url(instance_path))
     values.setdefault("spool_dir", str(Path(instance_path) / "spool"))
+    public_url = values.get("public_url")
+    if public_url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", str(public_url)):
+        raise ConfigError("RESPAWN_PUBLIC_URL: an http:// or https:// URL of the admin UI's host")
     if values.get("log_format", "text") not in {"text", "json"}:
         raise ConfigError("RESPAWN_LOG_FORMAT: must be 'text' or 'json'")
     if values.get("callback_ack", "durable") not in {"durable", "processed"}:

@@ -110,6 +110,12 @@ RUNNER_ERRORS = Counter(
     ["kind"],
 )
 
+NOTIFICATIONS = Counter(
+    "respawn_notifications_total",
+    "Notification sends by channel and outcome (sent, retry, failed)",
+    ["channel", "outcome"],
+)
+
 # --- the policy -----------------------------------------------------------------------------
 
 POLICY_STALE = Gauge(

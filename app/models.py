@@ -341,3 +341,76 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(32))
     target: Mapped[str] = mapped_column(String(255))
     detail: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
+
+
+class NotificationState(StrEnum):
+    """pending → sending → sent | pending (retry) | failed; folded: joined a digest, never
+    sent itself; muted: its route was muted when it was made."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    FOLDED = "folded"
+    MUTED = "muted"
+
+
+class Notification(Base):
+    """The notifications outbox: one message for one channel, written with its cause."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index("ix_notifications_due", "state", "due_at"),
+        Index("ix_notifications_fold", "kind", "job_id", "channel", "created_at"),
+        Index("ix_notifications_execution", "execution_pk", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The `webhook-id`: stable for one event on one channel, so a receiver can de-duplicate.
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(64))
+    route: Mapped[str] = mapped_column(String(100))
+    execution_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("executions.id", ondelete="SET NULL"), nullable=True
+    )
+    job_id: Mapped[str] = mapped_column(ID, default="")
+    account: Mapped[str] = mapped_column(ID, default="")
+    summary: Mapped[str] = mapped_column(Text)
+    payload: Mapped[Any] = mapped_column(JSONType)
+    state: Mapped[str] = mapped_column(String(16), default=NotificationState.PENDING.value)
+    digest: Mapped[bool] = mapped_column(Boolean, default=False)
+    folded: Mapped[int] = mapped_column(Integer, default=0)
+    """For a digest: how many events it gathers."""
+    digest_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """For a folded event: the digest that carries it."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WatchState(Base):
+    """The last state notified of something respawn watches (a breaker, a host's quarantine),
+    so each change is told once."""
+
+    __tablename__ = "watch_states"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    value: Mapped[str] = mapped_column(String(300))
+    changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RouteMute(Base):
+    """A notification route an operator muted until a moment."""
+
+    __tablename__ = "route_mutes"
+
+    route: Mapped[str] = mapped_column(String(100), primary_key=True)
+    until: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    muted_by: Mapped[str] = mapped_column(String(128))
+    muted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -7,19 +7,25 @@ app and gives typed access to it in requests.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import metrics
 from app.config import Settings
-from app.core.policy_source import LoadedPolicy, PolicySource
-from app.db import make_engine, make_sessionmaker, read_only, transaction
+from app.core.notifications import Notice, notify
+from app.core.policy_source import LoadedPolicy, PolicyLoadError, PolicySource
+from app.db import make_engine, make_sessionmaker, read_only, transaction, utcnow
 from app.intake.intake import Intake
 from app.intake.spool import Spool
+
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -35,6 +41,7 @@ class Runtime:
         self._stop: Callable[[], None] | None = None
         self._intake: Intake | None = None
         self._intake_engine: Engine | None = None
+        self._told_refusal: PolicyLoadError | None = None
         self.notes: dict[str, str] = {}
         """What the background found out about the Runner or itself that an operator should
         know (shown on /readyz): an unsupported path, a reconciler page cap reached."""
@@ -63,6 +70,38 @@ class Runtime:
         loaded = self.policy.current()
         metrics.POLICY_STALE.set(1 if self.policy.is_stale else 0)
         return loaded
+
+    def tell_policy_refusal(self) -> None:
+        """Notify a refused policy edit once (every process sees it; the notification's key
+        makes it one message). The notifier calls this, outside any transaction."""
+        loaded = self.current_policy()
+        refused = self.policy.last_error
+        if refused is None or refused is self._told_refusal:
+            return
+        self._told_refusal = refused
+        digest = hashlib.sha256("\n".join(refused.messages).encode()).hexdigest()[:16]
+        shown = "; ".join(refused.messages[:3])
+        try:
+            with self.transaction() as session:
+                notify(
+                    session,
+                    loaded.policy,
+                    Notice(
+                        "policy_refused",
+                        f"policy_refused:{refused.version or 'unreadable'}:{digest}",
+                        f"a policy edit was refused; policy {loaded.version} stays in force: "
+                        f"{shown}"[:500],
+                        details={
+                            "problems": list(refused.messages[:20]),
+                            "refused_version": refused.version,
+                            "in_force": loaded.version,
+                        },
+                    ),
+                    utcnow(),
+                )
+        except SQLAlchemyError:
+            self._told_refusal = None  # the database is away: tell it on a later look
+            log.warning("could not queue the notification of a refused policy edit")
 
     # --- the intake (what the receiver hands callbacks to) ----------------------------------
 

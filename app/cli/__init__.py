@@ -15,6 +15,7 @@ COMMANDS = {
     "demo": "app.cli.demo:demo",
     "policy": "app.cli.policy:policy_group",
     "user": "app.cli.users:user_group",
+    "notify": "app.cli.notify:notify_group",
     "simulator": "app.simulator.commands:simulator_command",
 }
 

@@ -24,7 +24,8 @@ def worker(dispatchers: int, no_reconcile: bool) -> None:
     """Run the dispatcher and reconciler (no HTTP) until SIGTERM or Ctrl-C."""
     with runtime_from_env() as runtime:
         background = start_background(runtime, dispatchers=dispatchers, reconcile=not no_reconcile)
-        if background is None:
+        if not background.dispatchers:
+            background.stop()
             raise click.ClickException(
                 "no Runner credentials: set RESPAWN_RUNNER_TOKEN or "
                 "RESPAWN_RUNNER_USERNAME/PASSWORD"

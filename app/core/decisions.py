@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from app import metrics
 from app.core.errors import Conflict, Invalid
 from app.core.lifecycle import transition
+from app.core.notifications import Notice, notify
 from app.core.stats import (
     budget_usage,
     host_failure_times,
@@ -42,6 +43,7 @@ from app.policy import Decision as PolicyDecision
 from app.policy import (
     DecisionInput,
     Policy,
+    ReasonCode,
     Sighting,
     Signature,
     decide_restart,
@@ -303,6 +305,55 @@ def hold_pending(session: Session, key: str, now: dt.datetime) -> int:
     return count
 
 
+GAVE_UP_CODES = frozenset(
+    {
+        ReasonCode.MAX_RESTARTS,
+        ReasonCode.DEADLINE,
+        ReasonCode.BUDGET_PER_JOB,
+        ReasonCode.BUDGET_PER_ACCOUNT,
+        ReasonCode.BUDGET_GLOBAL,
+        ReasonCode.QUARANTINE,
+        ReasonCode.BLACKOUT,
+    }
+)
+"""Skips that give up on a failure respawn would otherwise have restarted: notified as
+`gave_up`, like a skip by a rule (or the defaults) that says `notify: true`."""
+
+
+def tell_gave_up(
+    session: Session,
+    policy: Policy,
+    execution: Execution,
+    decision: PolicyDecision,
+    row: Decision,
+    now: dt.datetime,
+) -> None:
+    if decision.action != "skip":
+        return
+    rule = policy.rule(decision.rule)
+    settings = rule.settings if rule is not None else policy.defaults
+    if decision.reason_code not in GAVE_UP_CODES and not settings.notify:
+        return
+    job = session.get(Job, execution.job_id) if execution.job_id else None
+    failed = list(execution.failed_hosts or ())
+    notify(
+        session,
+        policy,
+        Notice(
+            kind="gave_up",
+            key=f"gave_up:decision:{row.id}",
+            summary=f"gave up on {execution.execution_id}: {decision.reason}"[:500],
+            execution=execution,
+            job_description=job.description if job else None,
+            hosts=failed,
+            rule=decision.rule,
+            reason=decision.reason,
+            details={"reason_code": decision.reason_code, "run": execution.run_index + 1},
+        ),
+        now,
+    )
+
+
 @dataclass
 class DecideResult:
     queued: int = 0
@@ -349,6 +400,7 @@ def decide_failed_runs(
             continue
         decision = decide_restart(policy, decision_input(session, policy, execution, now))
         stored = store_decision(session, execution, decision, key, now)
+        tell_gave_up(session, policy, execution, decision, stored.decision, now)
         result.queued += stored.restart is not None and decision.restart
         result.held += decision.held
     return result

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.core import outbox
 from app.core.decisions import StoredDecision, queue_manual_restart
 from app.core.errors import NotFound
+from app.core.notifications import Notice, notify
 from app.core.queries import get_execution
 from app.core.stats import pause_of
 from app.db import locked
@@ -73,14 +74,25 @@ def cancel_restart(session: Session, restart_id: int, actor: str, now: dt.dateti
 
 
 def pause_automatic(
-    session: Session, job_id: str | None, actor: str, now: dt.datetime, reason: str | None = None
+    session: Session,
+    job_id: str | None,
+    actor: str,
+    now: dt.datetime,
+    reason: str | None = None,
+    policy: Policy | None = None,
 ) -> Pause:
-    """Pause automatic restarts for one job, or for every job when job_id is None."""
+    """Pause automatic restarts for one job, or for every job when job_id is None; with the
+    policy, its notification channels are told."""
     key = job_id or ""
     pause = pause_of(session, job_id)
     if pause is None:
         pause = Pause(job_id=key, paused_by=actor, paused_at=now, reason=reason)
         session.add(pause)
+        if policy is not None:
+            scope = f"job {key}" if key else "every job"
+            summary = f"automatic restarts of {scope} paused by {actor}"
+            summary += f": {reason}" if reason else ""
+            _tell_pause(session, policy, "paused", key, summary, actor, now)
     record_audit(
         session,
         actor,
@@ -93,13 +105,46 @@ def pause_automatic(
     return pause
 
 
-def resume_automatic(session: Session, job_id: str | None, actor: str, now: dt.datetime) -> bool:
+def resume_automatic(
+    session: Session,
+    job_id: str | None,
+    actor: str,
+    now: dt.datetime,
+    policy: Policy | None = None,
+) -> bool:
     """Resume automatic restarts; False when they were not paused."""
     key = job_id or ""
     pause = pause_of(session, job_id)
     if pause is None:
         return False
     session.delete(pause)
+    if policy is not None:
+        scope = f"job {key}" if key else "every job"
+        summary = f"automatic restarts of {scope} resumed by {actor}"
+        _tell_pause(session, policy, "resumed", key, summary, actor, now)
     record_audit(session, actor, "resume", f"job {key}" if key else "global", now)
     session.flush()
     return True
+
+
+def _tell_pause(
+    session: Session,
+    policy: Policy,
+    kind: str,
+    job_id: str,
+    summary: str,
+    actor: str,
+    now: dt.datetime,
+) -> None:
+    notify(
+        session,
+        policy,
+        Notice(
+            kind=kind,
+            key=f"{kind}:{job_id or 'global'}:{now.isoformat()}",
+            summary=summary,
+            job_id=job_id,
+            details={"scope": "job" if job_id else "global", "by": actor},
+        ),
+        now,
+    )

@@ -26,8 +26,10 @@ from sqlalchemy.orm import Session
 from app import metrics
 from app.core.ingest import advance_to_run, record_documents
 from app.core.lifecycle import FINAL_STATES, TRANSITIONS, IllegalTransition, cancel, transition
+from app.core.notifications import Notice, notify
 from app.db import locked
-from app.models import Execution, Pause, Restart, RestartAttempt, RestartState
+from app.models import Decision, Execution, Pause, Restart, RestartAttempt, RestartState
+from app.policy import Policy
 from app.redact import redact_text
 from app.runner.client import RunnerClient
 from app.runner.documents import FAILED_STATUSES, ExecutionDocument
@@ -326,8 +328,10 @@ def record_result(
     result: CallResult,
     now: dt.datetime,
     retry: RetryPolicy,
+    policy: Policy | None = None,
 ) -> RestartState:
-    """Store the attempt and move the outbox row on; returns the row's new state."""
+    """Store the attempt and move the outbox row on; returns the row's new state. With the
+    policy, tell its notification channels a restart was sent or failed for good."""
     attempt = session.get(RestartAttempt, claim.attempt_id)
     if attempt is not None:
         attempt.finished_at = now
@@ -359,6 +363,8 @@ def record_result(
                 claim.attempt,
                 result.outcome,
             )
+            if policy is not None:
+                _tell(session, policy, restart, claim, "restart_failed", result, now)
         else:
             delay = retry_delay(claim.attempt, retry.base_seconds)
             if result.uncertain:
@@ -376,7 +382,52 @@ def record_result(
             _move_to_next_run(session, execution, claim, result.document, now)
     elif result.document is not None:
         record_documents(session, [result.document], now)
+    if policy is not None and state in (RestartState.DONE, RestartState.FAILED):
+        kind = "restart_sent" if state == RestartState.DONE else "restart_failed"
+        _tell(session, policy, restart, claim, kind, result, now)
     return RestartState(restart.state)
+
+
+def _tell(
+    session: Session,
+    policy: Policy,
+    restart: Restart,
+    claim: ClaimedRestart,
+    kind: str,
+    result: CallResult,
+    now: dt.datetime,
+) -> None:
+    execution = session.get(Execution, restart.execution_pk)
+    decision = session.get(Decision, restart.decision_id)
+    hosts = ", ".join(claim.hosts) if claim.hosts else "no host list"
+    if kind == "restart_sent":
+        summary = f"restarted {claim.execution_id} ({hosts}): the Runner answered {result.outcome}"
+    else:
+        summary = f"restart of {claim.execution_id} failed: {restart.outcome_detail or ''}"
+    notify(
+        session,
+        policy,
+        Notice(
+            kind=kind,
+            key=f"{kind}:restart:{restart.id}",
+            summary=summary[:500],
+            execution=execution,
+            job_id=claim.job_id,
+            account=claim.account,
+            hosts=claim.hosts,
+            rule=decision.rule if decision is not None else None,
+            reason=decision.reason if decision is not None else None,
+            details={
+                "restart_id": restart.id,
+                "manual": restart.manual,
+                "attempts": claim.attempt,
+                "outcome": restart.outcome,
+                "status_code": result.status_code,
+                "runner_answer": _short(result.detail),
+            },
+        ),
+        now,
+    )
 
 
 def _locked_execution(session: Session, execution_pk: int) -> Execution | None:

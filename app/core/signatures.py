@@ -20,7 +20,7 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from app import metrics
-from app.core.decisions import decision_input, store_decision
+from app.core.decisions import decision_input, store_decision, tell_gave_up
 from app.core.errors import NotFound
 from app.core.lifecycle import transition
 from app.core.operator import record_audit
@@ -113,6 +113,7 @@ def _release(session: Session, policy: Policy, restart: Restart, now: dt.datetim
     restart.hold_signature = None
     stored = store_decision(session, execution, fresh, key, now, origin="release")
     stored.decision.reason = reason
+    tell_gave_up(session, policy, execution, fresh, stored.decision, now)
     metrics.HELD_RELEASED.labels(outcome="released" if fresh.restart else "dropped").inc()
     return fresh.restart
 

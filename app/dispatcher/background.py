@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 from app.dispatcher.dispatcher import Dispatcher
+from app.dispatcher.notifier import Notifier
 from app.dispatcher.reconciler import JOB_REFRESH_INTERVAL, Reconciler, refresh_jobs_forever
 from app.runner.client import RunnerClient
 from app.runner.factory import make_runner_client
@@ -24,11 +25,19 @@ class Background:
     """The dispatcher, reconciler and job-refresh threads of one process."""
 
     def __init__(
-        self, runtime: Runtime, client: RunnerClient, dispatchers: int = 1, reconcile: bool = True
+        self,
+        runtime: Runtime,
+        client: RunnerClient | None,
+        dispatchers: int = 1,
+        reconcile: bool = True,
     ) -> None:
         self.stop_event = threading.Event()
-        self.dispatchers = [Dispatcher(runtime, client) for _ in range(dispatchers)]
-        self.reconciler = Reconciler(runtime, client) if reconcile else None
+        self.notifier = Notifier(runtime)
+        # Without a Runner client nothing can be sent or reconciled: notifications still go.
+        self.dispatchers = (
+            [Dispatcher(runtime, client) for _ in range(dispatchers)] if client else []
+        )
+        self.reconciler = Reconciler(runtime, client) if reconcile and client else None
         if self.reconciler is not None:
             self.reconciler.on_queued = self.wake_dispatchers
         self.refresh_wake = threading.Event()
@@ -41,10 +50,12 @@ class Background:
     def wake_dispatchers(self) -> None:
         for dispatcher in self.dispatchers:
             dispatcher.wake()
+        self.notifier.wake()
 
     def start(self) -> None:
         for n, dispatcher in enumerate(self.dispatchers):
             self._spawn(f"respawn-dispatcher-{n}", dispatcher.run_forever)
+        self._spawn("respawn-notifier", self.notifier.run_forever)
         if self.reconciler is not None:
             reconciler = self.reconciler
             self._spawn("respawn-reconciler", reconciler.run_forever)
@@ -67,17 +78,15 @@ class Background:
             thread.join(timeout)
 
 
-def start_background(
-    runtime: Runtime, dispatchers: int = 1, reconcile: bool = True
-) -> Background | None:
-    """Start this process's dispatcher (and reconciler) threads, if a Runner is configured."""
+def start_background(runtime: Runtime, dispatchers: int = 1, reconcile: bool = True) -> Background:
+    """Start this process's dispatcher (and reconciler) threads, if a Runner is configured,
+    and its notifier in any case."""
     client = make_runner_client(runtime.settings, on_note=runtime.note)
     if client is None:
         log.warning(
             "no Runner credentials (RESPAWN_RUNNER_TOKEN or USERNAME/PASSWORD): "
             "restarts are decided and queued but not sent"
         )
-        return None
     background = Background(runtime, client, dispatchers, reconcile)
     runtime.attach_background(background.wake, background.stop)
     background.start()

@@ -76,7 +76,15 @@ class Dispatcher:
                     self.settings.runner_call_seconds,
                 )
                 with self.runtime.transaction() as session:
-                    state = record_result(session, claim, self.name, result, utcnow(), self.retry)
+                    state = record_result(
+                        session,
+                        claim,
+                        self.name,
+                        result,
+                        utcnow(),
+                        self.retry,
+                        self.runtime.current_policy().policy,
+                    )
                 log.info(
                     "restart %s of %s: %s (%s)",
                     claim.restart_id,

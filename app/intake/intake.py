@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import metrics
 from app.core.deliveries import Delivery
 from app.core.inbox import Processed, count_attempt, pending_executions, process, store
+from app.core.notifications import Notice, notify
 from app.db import transaction, utcnow
 from app.intake.spool import Spool, Spooled
 from app.policy import Policy
@@ -269,7 +270,38 @@ class Intake:
         self.spool.replayed()
         metrics.SPOOL_DEPTH.set(0)
         log.info("database back: %d spooled deliveries stored", len(records))
+        self._tell_spooled(records)
         return True
+
+    def _tell_spooled(self, records: list[Spooled]) -> None:
+        """Notify that callbacks waited in the spool while the database was away."""
+        if not records:
+            return
+        first = min(r.received_at for r in records)
+        last = max(r.received_at for r in records)
+        summary = (
+            f"{len(records)} callback deliveries were spooled while the database was away "
+            f"({first:%Y-%m-%d %H:%M:%S} to {last:%H:%M:%S} UTC); all are stored now"
+        )
+        try:
+            with transaction(self.writer_sessions) as session:
+                notify(
+                    session,
+                    self.policy(),
+                    Notice(
+                        "callbacks_spooled",
+                        f"callbacks_spooled:{first.isoformat()}:{len(records)}",
+                        summary,
+                        details={
+                            "deliveries": len(records),
+                            "from": first.isoformat(),
+                            "to": last.isoformat(),
+                        },
+                    ),
+                    utcnow(),
+                )
+        except SQLAlchemyError:
+            log.warning("could not queue the notification of spooled callbacks")
 
     def _store_replayed(self, records: list[Spooled]) -> bool:
         try:

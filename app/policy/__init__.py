@@ -17,7 +17,6 @@ from app.policy.loader import parse_policy, policy_version
 from app.policy.model import (
     FAILED_STATUSES,
     FAILURE_CLASSES,
-    MESSAGE_SCAN_LIMIT,
     NO_RULE,
     REASON_CODES,
     ActiveBlackout,
@@ -52,6 +51,7 @@ from app.policy.model import (
     Verdict,
     When,
 )
+from app.policy.patterns import MESSAGE_SCAN_LIMIT
 from app.policy.schedule import blackout_at
 from app.policy.signatures import failure_signature, normalise_message, signature_state
 

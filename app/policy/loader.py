@@ -28,10 +28,8 @@ from app.policy.model import (
     Budget,
     CircuitBreaker,
     FailedShare,
-    Glob,
     HostLimit,
     Limits,
-    MessagePattern,
     Policy,
     Rule,
     Schedule,
@@ -39,6 +37,9 @@ from app.policy.model import (
     SignatureBreaker,
     When,
 )
+from app.policy.notify import NotifyReader
+from app.policy.notify_model import NotifyConfig
+from app.policy.patterns import Glob, MessagePattern
 from app.policy.reader import TOP, Entries
 from app.policy.schedule_reader import ScheduleReader
 
@@ -46,7 +47,15 @@ SCHEMA_VERSION: Final = 1
 MAX_RESTARTS_LIMIT: Final = 1000
 MAX_BUDGET: Final = 1_000_000
 
-TOP_KEYS: Final = ("version", "defaults", "rules", "limits", "circuit_breaker", "schedule")
+TOP_KEYS: Final = (
+    "version",
+    "defaults",
+    "rules",
+    "limits",
+    "circuit_breaker",
+    "schedule",
+    "notify",
+)
 SETTINGS_KEYS: Final = (
     "action",
     "hosts",
@@ -55,6 +64,7 @@ SETTINGS_KEYS: Final = (
     "deadline",
     "require_unchanged",
     "ignore_blackouts",
+    "notify",
 )
 RULE_KEYS: Final = ("name", "description", "when", *SETTINGS_KEYS)
 WHEN_KEYS: Final = ("account", "job", "status", "host", "failure", "message", "failed_hosts")
@@ -77,7 +87,7 @@ def parse_policy(text: str, source: str = "policy.yaml") -> Policy:
     return _Parser(text, source).parse()
 
 
-class _Parser(ScheduleReader[Policy]):
+class _Parser(ScheduleReader[Policy], NotifyReader[Policy]):
     """The policy file's sections, read with `NodeReader`."""
 
     def document(self, root: yaml.Node | None) -> Policy:
@@ -115,6 +125,9 @@ class _Parser(ScheduleReader[Policy]):
         schedule = Schedule()
         if "schedule" in entries:
             schedule = self.schedule(entries["schedule"][1])
+        notify = NotifyConfig()
+        if "notify" in entries:
+            notify = self.notify(entries["notify"][1])
         return Policy(
             version_hash=version,
             defaults=defaults,
@@ -123,6 +136,7 @@ class _Parser(ScheduleReader[Policy]):
             circuit_breaker=breaker,
             signature_breaker=per_signature,
             schedule=schedule,
+            notify=notify,
             schema_version=SCHEMA_VERSION,
             source=self.source,
             warnings=tuple(self.warnings),
@@ -175,6 +189,10 @@ class _Parser(ScheduleReader[Policy]):
             flag = self.boolean(entries["ignore_blackouts"][1], key)
             if flag is not None:
                 result = replace(result, ignore_blackouts=flag)
+        if "notify" in entries:
+            flag = self.boolean(entries["notify"][1], self.join(path, "notify"))
+            if flag is not None:
+                result = replace(result, notify=flag)
         return result
 
     def backoff(

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from types import MappingProxyType
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
+
+from app.policy.notify_model import NotifyConfig
+from app.policy.patterns import Glob, MessagePattern
 
 Action = Literal["restart", "skip"]
 Verdict = Literal["restart", "skip", "held"]
@@ -27,8 +28,6 @@ FAILURE_CLASSES: Final[tuple[str, ...]] = (
     "unknown",
 )
 FAILED_STATUSES: Final[tuple[str, ...]] = ("FAILURE", "INIT_FAILURE")
-MESSAGE_SCAN_LIMIT: Final = 4096
-"""A message rule sees at most this many leading characters of a host's message."""
 NO_RULE: Final = "defaults"
 """``Decision.rule`` when no rule matched and the defaults decided."""
 
@@ -110,36 +109,6 @@ class PolicyError(ValueError):
 
 
 @dataclass(frozen=True)
-class Glob:
-    """A case-sensitive shell-style pattern (``fnmatch.fnmatchcase``), compiled once."""
-
-    pattern: str
-    compiled: re.Pattern[str] = field(compare=False, repr=False)
-
-    @classmethod
-    def of(cls, pattern: str) -> Glob:
-        return cls(pattern, re.compile(fnmatch.translate(pattern)))
-
-    def matches(self, value: str) -> bool:
-        return self.compiled.match(value) is not None
-
-
-@dataclass(frozen=True)
-class MessagePattern:
-    """A regular expression, searched for in a message's first ``MESSAGE_SCAN_LIMIT`` characters."""
-
-    pattern: str
-    compiled: re.Pattern[str] = field(compare=False, repr=False)
-
-    @classmethod
-    def of(cls, pattern: str) -> MessagePattern:
-        return cls(pattern, re.compile(pattern))
-
-    def search(self, message: str) -> bool:
-        return self.compiled.search(message, 0, MESSAGE_SCAN_LIMIT) is not None
-
-
-@dataclass(frozen=True)
 class Backoff:
     initial: timedelta = timedelta(seconds=30)
     factor: float = 2.0
@@ -160,6 +129,9 @@ class Settings:
     require_unchanged: bool = False
     ignore_blackouts: bool = False
     """Restart even inside a blackout window (for emergency jobs)."""
+    notify: bool = False
+    """A skip by this rule (or the defaults) is reported as `gave_up` too, not only the skips
+    that give up on a failure (max_restarts, deadline, budgets, quarantine, blackout)."""
 
 
 @dataclass(frozen=True)
@@ -329,6 +301,7 @@ class Policy:
     signature_breaker: SignatureBreaker | None = None
     """``circuit_breaker.per_signature``; off unless given."""
     schedule: Schedule = Schedule()
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     schema_version: int = 1
     source: str = "policy.yaml"
     warnings: tuple[PolicyProblem, ...] = ()

@@ -14,13 +14,13 @@ from datetime import datetime
 from typing import Final
 
 from app.policy.model import (
-    MESSAGE_SCAN_LIMIT,
     HostFailure,
     Sighting,
     Signature,
     SignatureBreaker,
     SignatureState,
 )
+from app.policy.patterns import MESSAGE_SCAN_LIMIT
 
 SIGNATURE_KEY_LENGTH: Final = 16
 """Hex digits of sha256 kept in ``Signature.key``."""

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final
 
-from app.policy.model import Glob, Rule
+from app.policy.model import Rule
+from app.policy.patterns import Glob
 
 MAX_LISTED: Final = 5
 """Hosts and misses named in one sentence before "and N more"."""

@@ -25,6 +25,15 @@ from app.policy.loader import (
     TOP_KEYS,
     WHEN_KEYS,
 )
+from app.policy.notify import (
+    EMAIL_KEYS,
+    NOTIFY_KEYS,
+    ROUTE_KEYS,
+    SLACK_KEYS,
+    SMTP_KEYS,
+    WEBHOOK_KEYS,
+)
+from app.policy.notify_model import EVENT_KINDS
 from app.policy.schedule_reader import BLACKOUT_KEYS, SCHEDULE_KEYS
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text(encoding="utf-8")
@@ -42,6 +51,12 @@ KEYS = sorted(
         *PER_SIGNATURE_KEYS,
         *SCHEDULE_KEYS,
         *BLACKOUT_KEYS,
+        *NOTIFY_KEYS,
+        *WEBHOOK_KEYS,
+        *SLACK_KEYS,
+        *EMAIL_KEYS,
+        *SMTP_KEYS,
+        *ROUTE_KEYS,
     }
 )
 EXAMPLES = re.findall(r"^```yaml\n(.*?)^```$", DOC, re.M | re.S)
@@ -50,6 +65,11 @@ EXAMPLES = re.findall(r"^```yaml\n(.*?)^```$", DOC, re.M | re.S)
 @pytest.mark.parametrize("key", KEYS)
 def test_every_key_is_documented(key: str) -> None:
     assert f"`{key}" in DOC or f".{key}`" in DOC
+
+
+@pytest.mark.parametrize("kind", EVENT_KINDS)
+def test_every_notification_kind_is_documented(kind: str) -> None:
+    assert f"| `{kind}` |" in DOC
 
 
 @pytest.mark.parametrize("code", [*REASON_CODES, ReasonCode.NOT_MATCHED])

@@ -12,13 +12,14 @@ from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     HiddenField,
+    IntegerField,
     PasswordField,
     SelectChoice,
     SelectField,
     SelectMultipleField,
     StringField,
 )
-from wtforms.validators import DataRequired, Length, Optional, Regexp
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.runner.documents import STATUSES
@@ -93,6 +94,13 @@ class PauseForm(FlaskForm):  # type: ignore[misc]
     job = HiddenField(validators=_ID)
     reason = StringField("Reason", validators=[Optional(), Length(max=200)])
     next = HiddenField(validators=[Optional(), Length(max=2048)])
+
+
+class MuteForm(FlaskForm):  # type: ignore[misc]
+    """Mute a notification route for some hours (0: unmute)."""
+
+    route = HiddenField(validators=[DataRequired(), Length(max=100)])
+    hours = IntegerField(validators=[InputRequired(), NumberRange(min=0, max=168)])
 
 
 class PauseChoiceForm(_ReadForm, PauseForm):

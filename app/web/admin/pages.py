@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.core.decisions import decision_input
 from app.core.errors import NotFound
+from app.core.notifications import active_mutes, notification_counts, recent_notifications
 from app.core.policy_source import LoadedPolicy, PolicyLoadError
 from app.core.queries import (
     ExecutionDetail,
@@ -58,8 +59,10 @@ from app.models import (
     Event,
     Execution,
     HostFailure,
+    Notification,
     Pause,
     Restart,
+    RouteMute,
 )
 from app.policy import (
     ActiveBlackout,
@@ -75,6 +78,7 @@ from app.policy import (
     explain_decision,
     format_duration,
 )
+from app.policy.notify_model import NotifyConfig
 from app.redact import redact
 from app.runner.documents import FAILED_STATUSES, FINAL_STATUSES
 from app.web.admin.timeline import Timeline, build_timeline
@@ -197,6 +201,50 @@ def signature(session: Session, policy: Policy, key: str, now: dt.datetime) -> S
     return view
 
 
+@dataclass(frozen=True)
+class RouteLine:
+    name: str
+    events: str
+    channels: str
+    muted: RouteMute | None
+
+
+@dataclass(frozen=True)
+class NotificationsPage:
+    config: NotifyConfig
+    routes: list[RouteLine]
+    digest: str
+    log: list[Notification]
+    counts: dict[str, int]
+
+
+def notifications_page(session: Session, policy: Policy, now: dt.datetime) -> NotificationsPage:
+    config = policy.notify
+    mutes = {m.route: m for m in active_mutes(session, now)}
+    routes = [
+        RouteLine(
+            r.name,
+            ", ".join(e.replace("_", " ") for e in r.events) or "every event",
+            ", ".join(r.channels),
+            mutes.get(r.name),
+        )
+        for r in config.routes
+    ]
+    if config.default:
+        routes.append(
+            RouteLine(
+                "default", "what no route takes", ", ".join(config.default), mutes.get("default")
+            )
+        )
+    return NotificationsPage(
+        config=config,
+        routes=routes,
+        digest=format_duration(config.digest) if config.digest else "no time (digests off)",
+        log=recent_notifications(session),
+        counts=notification_counts(session),
+    )
+
+
 # --- one execution -------------------------------------------------------------------------
 
 
@@ -235,6 +283,7 @@ class DetailPage:
     decisions_by_id: dict[int, Decision] = field(default_factory=dict)
     signature: SignatureView | None = None
     """The error signature of the latest failed run the policy decided."""
+    notifications: list[Notification] = field(default_factory=list)
 
     @property
     def execution(self) -> Execution:
@@ -304,6 +353,7 @@ def detail_page(
         global_pause=pause_rows.get(""),
         decisions_by_id={d.id: d for d in detail.decisions},
         signature=_latest_signature(session, policy, detail.decisions, now),
+        notifications=recent_notifications(session, 50, detail.execution),
     )
 
 

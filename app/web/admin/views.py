@@ -27,7 +27,14 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 
 from app.core.errors import Conflict, Invalid, NotFound
-from app.core.operator import cancel_restart, manual_restart, pause_automatic, resume_automatic
+from app.core.notifications import mute_route, unmute_route
+from app.core.operator import (
+    cancel_restart,
+    manual_restart,
+    pause_automatic,
+    record_audit,
+    resume_automatic,
+)
 from app.core.policy_source import LoadedPolicy
 from app.core.queries import ExecutionFilters
 from app.core.signatures import close_signature as close_signature_of
@@ -50,6 +57,7 @@ from app.web.admin.forms import (
     FilterForm,
     LoginForm,
     LogoutForm,
+    MuteForm,
     PauseChoiceForm,
     PauseForm,
     RestartChoiceForm,
@@ -472,6 +480,39 @@ def close_signature(key: str) -> BaseResponse | str:
     return redirect(url_for("admin.overview") + "#signatures")
 
 
+@bp.get("/notifications")
+def notifications() -> str:
+    session = get_session()
+    data = pages.notifications_page(session, _loaded_policy().policy, utcnow())
+    _done_reading(session)
+    return render_template(
+        "admin/notifications.html", data=data, form=MuteForm(), can_act=_user().is_operator
+    )
+
+
+@bp.post("/notifications/mute")
+def mute() -> BaseResponse:
+    user = _require_operator("mute notification routes")
+    form = MuteForm()
+    if not form.validate():
+        raise Invalid(errors_text(form))
+    session = get_session()
+    now = utcnow()
+    route = form.route.data
+    hours = int(form.hours.data)
+    if hours:
+        mute_route(session, route, now + dt.timedelta(hours=hours), user.name, now)
+        record_audit(session, user.name, "mute", f"route {route}", now, {"hours": hours})
+        message = f"Route {route} muted for {hours} hour{'' if hours == 1 else 's'}."
+    else:
+        unmute_route(session, route)
+        record_audit(session, user.name, "unmute", f"route {route}", now)
+        message = f"Route {route} unmuted."
+    session.commit()
+    flash(message, "success")
+    return redirect(url_for("admin.notifications") + "#routes")
+
+
 def _pause_scope(job: str | None) -> str:
     return f"job {job}" if job else "every job"
 
@@ -513,14 +554,21 @@ def _pause_action(pausing: bool) -> BaseResponse | str | tuple[str, int]:
     now = utcnow()
     if pausing:
         already = pause_of(session, job)
-        pause_automatic(session, job, user.name, now, (form.reason.data or "").strip() or None)
+        pause_automatic(
+            session,
+            job,
+            user.name,
+            now,
+            (form.reason.data or "").strip() or None,
+            _loaded_policy().policy,
+        )
         message = (
             f"Automatic restarts were already paused for {_pause_scope(job)}."
             if already
             else f"Automatic restarts paused for {_pause_scope(job)}. Manual restarts still work."
         )
     else:
-        resumed = resume_automatic(session, job, user.name, now)
+        resumed = resume_automatic(session, job, user.name, now, _loaded_policy().policy)
         message = (
             f"Automatic restarts resumed for {_pause_scope(job)}."
             if resumed

@@ -200,14 +200,18 @@ def pauses_put(job_id: str) -> tuple[Response, int]:
     reason = body.get("reason")
     if reason is not None and (not isinstance(reason, str) or len(reason) > 255):
         raise Invalid("invalid reason", fields={"reason": ["At most 255 characters."]})
-    _committed(lambda s: pause_automatic(s, _pause_key(job_id), _actor(), utcnow(), reason))
+    policy = current_policy().policy
+    _committed(lambda s: pause_automatic(s, _pause_key(job_id), _actor(), utcnow(), reason, policy))
     return jsonify({"paused": True, "scope": job_id}), 200
 
 
 @bp.delete("/pauses/global", defaults={"job_id": "global"})
 @bp.delete("/pauses/jobs/<segment:job_id>")
 def pauses_delete(job_id: str) -> Response:
-    resumed = _committed(lambda s: resume_automatic(s, _pause_key(job_id), _actor(), utcnow()))
+    policy = current_policy().policy
+    resumed = _committed(
+        lambda s: resume_automatic(s, _pause_key(job_id), _actor(), utcnow(), policy)
+    )
     if not resumed:
         raise NotFound("automatic restarts were not paused there")
     wake_dispatcher()

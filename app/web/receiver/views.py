@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from app import metrics
+from app import webhooks as signatures
 from app.core.deliveries import parse_deliveries
 from app.core.errors import Malformed, NotFound
 from app.extensions import get_runtime, get_settings
@@ -22,7 +23,6 @@ from app.web.errors import (
 )
 from app.web.inputs import loads_strict
 from app.web.proxy import Network, client_address, in_networks, parse_networks
-from app.web.receiver import signatures
 
 bp = Blueprint("receiver", __name__)
 log = logging.getLogger(__name__)

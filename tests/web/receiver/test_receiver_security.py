@@ -12,8 +12,8 @@ import pytest
 from flask import Flask
 from sqlalchemy.exc import OperationalError
 
+from app import webhooks as signatures
 from app.intake import intake as intake_module
-from app.web.receiver import signatures
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import event
 

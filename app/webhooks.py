@@ -1,4 +1,5 @@
-"""Standard Webhooks signatures (`webhook-id`, `webhook-timestamp`, `webhook-signature`)."""
+"""Standard Webhooks signatures (`webhook-id`, `webhook-timestamp`, `webhook-signature`): the
+receiver verifies its callers with them, and notifications are signed the same way."""
 
 from __future__ import annotations
 
