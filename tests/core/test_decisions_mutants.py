@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.decisions import (
@@ -355,3 +355,22 @@ def test_a_manual_restart_counts_as_the_runs_decision(sessions: sessionmaker[Ses
 
     with sessions() as session:
         assert undecided_failures(session) == []
+
+
+def test_undecided_failures_are_taken_two_hundred_at_a_time(
+    sessions: sessionmaker[Session],
+) -> None:
+    with transaction(sessions) as session:
+        session.execute(
+            insert(Execution),
+            [
+                {"execution_id": f"exec-{n:03d}", "account_alias": ACCOUNT, "job_id": JOB_ID,
+                 "status": "FAILURE", "run_index": 0, "status_rank": 4, "run_count": 1,
+                 "failed_hosts": [], "first_seen_at": NOW, "last_seen_at": NOW,
+                 "restart_count": 0}
+                for n in range(201)
+            ],
+        )  # fmt: skip
+
+    with sessions() as session:
+        assert len(undecided_failures(session)) == 200

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.ingest import (
+    advance_to_run,
     delivery_key,
     document_deliveries,
     document_payload,
@@ -527,3 +528,34 @@ def test_an_unknown_failure_class_is_named_by_a_later_event(
     with sessions() as session:
         (failure,) = session.scalars(select(HostFailure))
         assert (failure.failure_class, failure.message) == ("unreachable", "no route")
+
+
+def test_a_closing_event_is_matched_to_its_own_runs_result_only(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Another run's or another execution's stored result does not close this run."""
+    other = failing_run_events(T0, ("web2",), prefix="o0", execution_id="exec-other")
+    events(sessions, *other)  # exec-other has its run 0 result
+    restarted(sessions)  # exec-a's run 0 has none
+    events(sessions, ev("playbook_result", END + 20_000, status="SUCCESS"))  # run 1's result
+
+    events(sessions, ev("playbook_on_stats", END + 600))
+
+    runs_of = stored_runs(sessions)
+    assert runs_of["playbook_result-None-" + str(END + 20_000)] == 1
+    assert runs_of["playbook_on_stats-None-" + str(END + 600)] == 0
+
+
+def test_advancing_to_a_failed_run_dates_the_failure(sessions: sessionmaker[Session]) -> None:
+    documents(sessions, doc("RUNNING", [(T0, None)]))
+
+    with transaction(sessions) as session:
+        advance_to_run(session, state(session), 1, "FAILURE", NOW)
+
+    with sessions() as session:
+        execution = state(session)
+        assert (execution.run_index, execution.status, execution.first_failure_at) == (
+            1,
+            "FAILURE",
+            NOW,
+        )

@@ -18,8 +18,14 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.ingest import ingest_and_decide, parse_deliveries, record_documents
-from app.core.operator import manual_restart, pause_automatic
+from app.core.errors import Conflict
+from app.core.ingest import (
+    document_deliveries,
+    ingest_and_decide,
+    parse_deliveries,
+    record_documents,
+)
+from app.core.operator import cancel_restart, manual_restart, pause_automatic
 from app.core.outbox import (
     CallResult,
     ClaimedRestart,
@@ -705,3 +711,41 @@ def test_an_answer_after_the_row_was_settled_by_the_next_holder_changes_nothing(
     assert (row.state, row.outcome, row.sent_at) == ("failed", "rejected", None)
     slow_attempt = attempts_of(sessions, slow.restart_id)[0]
     assert (slow_attempt.outcome, slow_attempt.finished_at) == ("restarted", LATER)
+
+
+def test_every_sent_restart_is_counted_on_its_execution(sessions: sessionmaker[Session]) -> None:
+    record(sessions, CallResult("restarted", "done", 200, "execution is PENDING"))
+    again = ExecutionDocument(
+        "exec-a", JOB_ID, ACCOUNT, "FAILURE", (Timer(T0, T0 + 1000), Timer(T0 + 5000, T0 + 6000)),
+        ("web2",), None, None, None,
+    )  # fmt: skip
+    with transaction(sessions) as session:
+        ingest_and_decide(session, document_deliveries([again]), LATER, NO_LIMITS, False)
+    later = LATER + dt.timedelta(minutes=1)
+    with transaction(sessions) as session:
+        (second,) = claim_due_restarts(session, "w1", later, 10.0, 10)
+        record_result(
+            session, second, "w1", CallResult("restarted", "done", 200, "ok"), later, RETRY
+        )
+
+    execution = execution_row(sessions)
+    assert (execution.restart_count, execution.run_index) == (2, 2)
+
+
+def test_only_a_pending_restart_can_be_cancelled(sessions: sessionmaker[Session]) -> None:
+    restart_id = failed(sessions, "exec-a")
+    with transaction(sessions) as session:
+        cancelled = cancel_restart(session, restart_id, "alice", NOW)
+        assert (cancelled.state, cancelled.cancelled_by, cancelled.outcome) == (
+            "cancelled",
+            "alice",
+            "cancelled",
+        )
+        assert cancelled.outcome_detail == "cancelled by alice"
+
+    other = failed(sessions, "exec-b", job_id="job-b")
+    claim_at(sessions, "w1", NOW)
+    with transaction(sessions) as session, pytest.raises(Conflict) as refused:
+        cancel_restart(session, other, "alice", NOW)
+    assert refused.value.code == "not_pending"
+    assert str(refused.value) == "restart is in_flight; only a pending restart can be cancelled"
