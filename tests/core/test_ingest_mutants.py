@@ -8,6 +8,7 @@ late event belongs to.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from typing import Any
@@ -257,6 +258,7 @@ def test_a_restarts_answer_opens_the_next_run_and_names_the_hosts_of_the_one_bef
         assert runs(session)[1].status == "PENDING"
         (failure,) = session.scalars(select(HostFailure))
         assert (failure.host, failure.run_index, failure.failure_class) == ("web2", 0, "unknown")
+        assert failure.occurred_at == NOW
 
 
 def test_an_initializing_run_with_its_timer_open_is_the_current_run(
@@ -331,25 +333,93 @@ def test_the_repository_log_is_stored_redacted(sessions: sessionmaker[Session]) 
         assert execution.is_vpn_established is True
 
 
+def restart_of_run_0(sessions: sessionmaker[Session], **values: Any) -> None:
+    """Run 0 failed and was decided; its restart is set to `values` (sent: state done)."""
+    first = doc("FAILURE", [(T0, END)], ("web2",))
+    with transaction(sessions) as session:
+        ingest_and_decide(session, document_deliveries([first]), NOW, RESTART, False)
+        session.execute(update(Restart).values(**values))
+
+
+def restart_results(sessions: sessionmaker[Session]) -> list[tuple[str | None, Any]]:
+    with sessions() as session:
+        rows = session.scalars(select(Restart).order_by(Restart.id))
+        return [(r.result, r.result_at) for r in rows]
+
+
+def second_run(status: str, runs_: int = 2) -> ExecutionDocument:
+    timers = [(T0, END), (END + 5000, END + 6000), (END + 8000, END + 9000)][:runs_]
+    return doc(status, timers, ("web2",) if status == "FAILURE" else ())
+
+
 def test_the_run_that_a_restart_started_reports_how_it_ended(
     sessions: sessionmaker[Session],
 ) -> None:
     """The breaker's input: the restart of run 0 is settled by how run 1 ends."""
+    restart_of_run_0(sessions, state="done")
+
+    documents(sessions, second_run("FAILURE"))
+
+    assert restart_results(sessions) == [("failed_again", at(END + 6000))]
+
+
+def test_a_restart_whose_run_succeeded_is_recorded_as_such(
+    sessions: sessionmaker[Session],
+) -> None:
+    restart_of_run_0(sessions, state="done")
+
+    documents(sessions, second_run("SUCCESS"))
+
+    assert restart_results(sessions) == [("succeeded", at(END + 6000))]
+
+
+def test_a_runs_end_settles_only_its_own_executions_restart(
+    sessions: sessionmaker[Session],
+) -> None:
+    restart_of_run_0(sessions, state="done")
+    other = dataclasses.replace(doc("FAILURE", [(T0, END)], ("web2",)), execution_id="exec-b")
     with transaction(sessions) as session:
-        ingest_and_decide(
-            session,
-            document_deliveries([doc("FAILURE", [(T0, END)], ("web2",))]),
-            NOW,
-            RESTART,
-            False,
-        )
+        ingest_and_decide(session, document_deliveries([other]), NOW, RESTART, False)
         session.execute(update(Restart).values(state="done"))
 
-    documents(sessions, doc("FAILURE", [(T0, END), (END + 5000, END + 6000)], ("web2",)))
+    documents(sessions, second_run("SUCCESS"))
+
+    assert restart_results(sessions) == [("succeeded", at(END + 6000)), (None, None)]
+
+
+def test_a_runs_end_settles_only_the_restart_of_the_run_before_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    restart_of_run_0(sessions, state="done")
+
+    documents(sessions, second_run("SUCCESS", runs_=3))  # run 2 ends; run 1 was never seen
+
+    assert restart_results(sessions) == [(None, None)]
+
+
+def test_an_unsent_restart_is_not_settled_by_the_next_run(sessions: sessionmaker[Session]) -> None:
+    restart_of_run_0(sessions, state="failed")
+
+    documents(sessions, second_run("SUCCESS"))
+
+    assert restart_results(sessions) == [(None, None)]
+
+
+def test_a_restarts_recorded_result_is_kept(sessions: sessionmaker[Session]) -> None:
+    restart_of_run_0(sessions, state="done", result="succeeded", result_at=NOW)
+
+    documents(sessions, second_run("FAILURE"))
+
+    assert restart_results(sessions) == [("succeeded", NOW)]
+
+
+def test_an_initializing_restart_without_its_own_timer_is_the_next_run(
+    sessions: sessionmaker[Session],
+) -> None:
+    documents(sessions, doc("INITIALIZING", [(T0, END)], ("web2",)))
 
     with sessions() as session:
-        (stored,) = session.scalars(select(Restart))
-        assert (stored.result, stored.result_at) == ("failed_again", at(END + 6000))
+        assert (state(session).status, state(session).run_index) == ("INITIALIZING", 1)
 
 
 # --- which run a late event belongs to -----------------------------------------------------------
