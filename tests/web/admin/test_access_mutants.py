@@ -96,6 +96,22 @@ def test_a_full_table_of_active_addresses_drops_the_oldest_entry() -> None:
     assert list(guard._failures) == ["second", "third"]
 
 
+def test_an_address_failing_exactly_a_window_ago_is_quiet_and_forgotten_first() -> None:
+    guard, clock = throttle(limit=5)
+    guard.MAX_ADDRESSES = 2
+    clock.now = 990.0
+    guard.failed("active")
+    clock.now = 1000.0
+    guard.failed("edge")
+    clock.now = 1030.0
+    guard.failed("active")
+    clock.now = 1060.0  # "edge" failed exactly a window ago; "active" 30 s ago
+
+    guard.failed("new")
+
+    assert list(guard._failures) == ["active", "new"]
+
+
 def test_only_the_operator_role_may_act() -> None:
     operator = AdminUser(7, "olivia", "operator", "fp")
     viewer = AdminUser(8, "victor", "viewer", "fp")
@@ -116,6 +132,7 @@ def test_only_the_operator_role_may_act() -> None:
         ("/admin/a!b", "/admin/a!b"),
         ("/administrator", "/admin/"),
         ("/admin/login", "/admin/"),
+        ("///admin/", "/admin/"),  # a browser reads "///admin/" as the host "admin"
         (None, "/admin/"),
     ],
 )
