@@ -629,3 +629,13 @@ def test_advancing_to_a_failed_run_dates_the_failure(sessions: sessionmaker[Sess
             "FAILURE",
             NOW,
         )
+
+
+def test_a_closing_event_at_the_very_end_of_the_grace_still_closes_its_run(
+    sessions: sessionmaker[Session],
+) -> None:
+    restarted(sessions)
+
+    events(sessions, ev("playbook_result", END + 10_000, status="FAILURE"))
+
+    assert stored_runs(sessions)["playbook_result-None-" + str(END + 10_000)] == 0

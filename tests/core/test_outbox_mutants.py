@@ -29,11 +29,13 @@ from app.core.operator import cancel_restart, manual_restart, pause_automatic
 from app.core.outbox import (
     CallResult,
     ClaimedRestart,
+    IllegalTransition,
     RetryPolicy,
     claim_due_restarts,
     record_result,
     retry_delay,
     send_restart,
+    transition,
 )
 from app.db import transaction
 from app.models import Execution, Restart, RestartAttempt, RestartState
@@ -749,3 +751,65 @@ def test_only_a_pending_restart_can_be_cancelled(sessions: sessionmaker[Session]
         cancel_restart(session, other, "alice", NOW)
     assert refused.value.code == "not_pending"
     assert str(refused.value) == "restart is in_flight; only a pending restart can be cancelled"
+
+
+def test_a_lease_still_held_does_not_take_a_claims_place(sessions: sessionmaker[Session]) -> None:
+    held = failed(sessions, "exec-a")
+    claim_at(sessions, "w1", NOW)  # in flight until NOW + 10 s
+    due = failed(sessions, "exec-b", job_id="job-b")
+    set_due(sessions, due, NOW + dt.timedelta(seconds=1))
+
+    claimed = claim_at(sessions, "w2", NOW + dt.timedelta(seconds=2), limit=1)
+
+    assert [c.restart_id for c in claimed] == [due]
+    assert restart_row(sessions, held).lease_owner == "w1"
+
+
+def test_a_superseded_restart_does_not_stop_the_claim_of_the_next(
+    sessions: sessionmaker[Session],
+) -> None:
+    superseded = failed(sessions, "exec-a")
+    move_on(sessions)
+    following = failed(sessions, "exec-b", job_id="job-b")
+    set_due(sessions, following, NOW + dt.timedelta(seconds=1))
+
+    claimed = claim_at(sessions, "w1", NOW + dt.timedelta(seconds=2))
+
+    assert [c.restart_id for c in claimed] == [following]
+    assert restart_row(sessions, superseded).state == "not_needed"
+
+
+def test_taking_over_a_lease_closes_only_that_restarts_open_attempt(
+    sessions: sessionmaker[Session],
+) -> None:
+    first = failed(sessions, "exec-a")
+    claim_at(sessions, "w1", NOW)  # lease until NOW + 10 s
+    second = failed(sessions, "exec-b", job_id="job-b")
+    set_due(sessions, second, NOW + dt.timedelta(seconds=5))
+    claim_at(sessions, "w1", NOW + dt.timedelta(seconds=5))  # lease until NOW + 15 s
+
+    claim_at(sessions, "w2", LATER)  # takes over the first only
+
+    assert [a.outcome for a in attempts_of(sessions, first)] == ["interrupted", "started"]
+    assert [a.outcome for a in attempts_of(sessions, second)] == ["started"]
+
+
+def test_a_finished_attempt_keeps_its_outcome_when_the_restart_is_claimed_again(
+    sessions: sessionmaker[Session],
+) -> None:
+    restart_id = failed(sessions, "exec-a")
+    (claimed,) = claim_at(sessions, "w1", NOW)
+    with transaction(sessions) as session:
+        busy = CallResult("unavailable", "retry", 503, "busy")
+        record_result(session, claimed, "w1", busy, NOW, RETRY)
+
+    claim_at(sessions, "w1", LATER)
+
+    assert [a.outcome for a in attempts_of(sessions, restart_id)] == ["unavailable", "started"]
+
+
+def test_an_illegal_transition_names_the_restart_and_the_move() -> None:
+    restart = Restart(id=5, state="done")
+
+    with pytest.raises(IllegalTransition, match=r"^restart 5: done -> pending is not allowed$"):
+        transition(restart, RestartState.PENDING, NOW)

@@ -6,9 +6,9 @@ These tests kill the mutants of app/policy/matching.py that the engine tests lea
 
 from __future__ import annotations
 
-from app.policy.matching import FailedHost, host_mismatch
+from app.policy.matching import FailedHost, host_mismatch, match_rule
 from app.policy.model import When
-from tests.policy.helpers import policy
+from tests.policy.helpers import host, make_input, policy
 
 
 def when(conditions: str) -> When:
@@ -52,3 +52,65 @@ def test_a_message_mismatch_quotes_the_message_and_every_pattern() -> None:
     assert host_mismatch(when("{message: ['timed out', 'refused']}"), web1) == (
         "web1: message 'disk full' does not match 'timed out' or 'refused'"
     )
+
+
+def test_a_failure_without_hosts_has_no_message_to_match() -> None:
+    rules = policy(
+        "rules:\n  - name: any-text\n    when: {message: '.*'}\n    action: skip\n"
+        "  - name: no-text\n    when: {message: '^$'}\n    action: skip\n"
+    ).rules
+    inp = make_input(hosts=(), status="INIT_FAILURE")
+
+    assert match_rule(rules[1].when, inp, (), explain=False)[0] is True
+    assert match_rule(rules[0].when, inp, (), explain=True)[2] == [
+        "no failed hosts; the INIT_FAILURE failure counts as init_failure"
+    ]
+
+
+def test_an_explanation_says_which_conditions_held_and_which_did_not() -> None:
+    conditions = when("{status: [FAILURE, INIT_FAILURE], account: 'AC*', job: 'deploy*'}")
+    inp = make_input(hosts=(host(),), status="FAILURE", account="ACME", job_description=None)
+
+    matched, _, reasons = match_rule(conditions, inp, (), explain=True)
+
+    assert matched is False
+    assert reasons == [
+        "status FAILURE is in [FAILURE, INIT_FAILURE]",
+        "account 'ACME' matches 'AC*'",
+        f"job {inp.job_id!r} does not match 'deploy*'",
+    ]
+
+
+def test_an_explanation_of_a_status_mismatch_does_not_match() -> None:
+    conditions = when("{status: [FAILURE, INIT_FAILURE]}")
+
+    matched, _, reasons = match_rule(conditions, make_input(status="SUCCESS"), (), explain=True)
+
+    assert matched is False
+    assert reasons == ["status SUCCESS is not in [FAILURE, INIT_FAILURE]"]
+
+
+def test_an_explanation_of_an_account_mismatch_does_not_match() -> None:
+    matched, _, _ = match_rule(when("{account: 'OTHER'}"), make_input(), (), explain=True)
+
+    assert matched is False
+
+
+def test_an_explanation_names_the_matching_job_and_its_description() -> None:
+    inp = make_input(job_description="deploy web")
+
+    matched, _, reasons = match_rule(when("{job: 'deploy*'}"), inp, (), explain=True)
+
+    assert matched is True
+    assert reasons == [f"job {inp.job_id!r} (description 'deploy web') matches 'deploy*'"]
+
+
+def test_an_explanation_lists_at_most_five_hosts_that_do_not_match() -> None:
+    hosts = tuple(FailedHost(f"web{n}", "task_failed", "", None) for n in range(1, 8))
+    five = tuple(hosts[:5])
+
+    _, _, seven = match_rule(when("{host: 'db*'}"), make_input(), hosts, explain=True)
+    _, _, exactly = match_rule(when("{host: 'db*'}"), make_input(), five, explain=True)
+
+    assert seven[-1].endswith("web5 does not match host 'db*'; and 2 more")
+    assert exactly[-1].endswith("web5 does not match host 'db*'")
