@@ -11,7 +11,9 @@ Two steps, the fast one first (docs/TESTING.md explains both):
    does not explain is listed. The run fails on a named mutation that no test caught or on
    an unexplained survivor.
 
-Usage: python tools/mutate.py [--named-only | --no-named] [--reuse] [--postgres]
+Usage: python tools/mutate.py [--named-only | --no-named] [--reuse | --survivors] [--postgres]
+(--survivors keeps the previous verdicts and runs again only the mutants that were not killed:
+after new tests, a mutant killed before stays killed.)
 """
 
 from __future__ import annotations
@@ -189,7 +191,7 @@ def mutmut_bin() -> str:
     return str(Path(sys.executable).parent / "mutmut")
 
 
-def run_mutmut(reuse: bool, postgres: bool, log: Path) -> None:
+def run_mutmut(reuse: bool, postgres: bool, log: Path, names: list[str] | None = None) -> None:
     if not reuse:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     env = dict(os.environ)
@@ -199,7 +201,11 @@ def run_mutmut(reuse: bool, postgres: bool, log: Path) -> None:
     where = "SQLite and PostgreSQL" if postgres else "SQLite"
     print(f"mutmut over the guarantee functions, on {where} (progress in {log})")
     started = time.monotonic()
-    code = run_quietly([mutmut_bin(), "run", *PATTERNS], ROOT, env, log)
+    if names is not None:
+        print(f"  again: the {len(names)} mutants not killed last time")
+    code = run_quietly(
+        [mutmut_bin(), "run", *(PATTERNS if names is None else names)], ROOT, env, log
+    )
     print(f"  finished in {(time.monotonic() - started) / 60:.1f} min")
     if code != 0:
         raise SystemExit(f"mutmut run failed (exit {code}); see {log}")
@@ -253,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--named-only", action="store_true", help="only the named mutations")
     which.add_argument("--no-named", action="store_true", help="skip the named mutations")
-    parser.add_argument(
-        "--reuse", action="store_true", help="keep mutants/ and mutmut's cached verdicts"
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--reuse", action="store_true", help="keep mutants/ (and rerun them all)")
+    again.add_argument(
+        "--survivors", action="store_true", help="keep the verdicts; rerun only the survivors"
     )
     parser.add_argument("--postgres", action="store_true", help="mutmut on PostgreSQL too")
     args = parser.parse_args(argv)
@@ -266,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_named:
         ok &= named_mutations(log)
     if not args.named_only:
-        run_mutmut(args.reuse, args.postgres, log)
+        names = None
+        if args.survivors:
+            names = [n for n, s in mutant_results().items() if s not in ("killed", "timeout")]
+        if names != []:
+            run_mutmut(args.reuse or args.survivors, args.postgres, log, names)
         ok &= summarise(mutant_results())
     print("\nmutation testing:", "passed" if ok else "FAILED")
     return 0 if ok else 1
