@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import time
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -231,3 +233,24 @@ def test_moments_from_the_database_are_made_aware_in_utc() -> None:
     assert as_utc(dt.datetime(2026, 3, 1, 14, 0, tzinfo=plus_two)) == NOW
     with pytest.raises(TypeError, match="expected a datetime from the database, got int"):
         as_utc(5)
+
+
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The machine's local time zone is not UTC."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("new_york")
+def test_moments_are_utc_whatever_the_machines_time_zone() -> None:
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+
+    naive = as_utc(dt.datetime(2026, 3, 1, 12, 0))
+    aware = as_utc(dt.datetime(2026, 3, 1, 14, 0, tzinfo=plus_two))
+
+    assert (naive, naive.utcoffset()) == (NOW, dt.timedelta(0))
+    assert (aware, aware.utcoffset()) == (NOW, dt.timedelta(0))
