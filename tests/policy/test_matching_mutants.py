@@ -109,8 +109,9 @@ def test_an_explanation_lists_at_most_five_hosts_that_do_not_match() -> None:
     hosts = tuple(FailedHost(f"web{n}", "task_failed", "", None) for n in range(1, 8))
     five = tuple(hosts[:5])
 
-    _, _, seven = match_rule(when("{host: 'db*'}"), make_input(), hosts, explain=True)
+    matched, _, seven = match_rule(when("{host: 'db*'}"), make_input(), hosts, explain=True)
     _, _, exactly = match_rule(when("{host: 'db*'}"), make_input(), five, explain=True)
 
+    assert matched is False
     assert seven[-1].endswith("web5 does not match host 'db*'; and 2 more")
     assert exactly[-1].endswith("web5 does not match host 'db*'")
