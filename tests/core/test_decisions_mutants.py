@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.decisions import (
@@ -23,10 +23,10 @@ from app.core.decisions import (
 )
 from app.core.errors import Conflict, Invalid
 from app.core.ingest import ingest_and_decide, parse_deliveries
-from app.core.operator import cancel_restart
+from app.core.operator import cancel_restart, pause_automatic
 from app.db import transaction
 from app.models import Decision, Execution, Job, Restart
-from app.policy import BudgetUsage, parse_policy
+from app.policy import BudgetUsage, RestartOutcome, parse_policy
 from app.policy import HostFailure as PolicyHostFailure
 from tests.feed import ACCOUNT, JOB_ID, failing_run_events
 
@@ -374,3 +374,150 @@ def test_undecided_failures_are_taken_two_hundred_at_a_time(
 
     with sessions() as session:
         assert len(undecided_failures(session)) == 200
+
+
+# --- one batch, several executions -------------------------------------------------------------
+
+
+def batch(*execution_ids: str, failing: tuple[str, ...] = ("web2", "web3")) -> list[Any]:
+    items: list[Any] = []
+    for n, execution_id in enumerate(execution_ids):
+        items += failing_run_events(
+            T0 + n, failing, prefix=f"{execution_id}-", execution_id=execution_id,
+            job_id=f"job-{execution_id}",
+        )  # fmt: skip
+    return items
+
+
+def decide_batch(
+    sessions: sessionmaker[Session], items: list[Any], rules: Any, defer: bool = False
+) -> Any:
+    with transaction(sessions) as session:
+        return ingest_and_decide(session, parse_deliveries(items, None, 500), NOW, rules, defer)
+
+
+def test_every_execution_of_a_batch_is_decided_and_counted(
+    sessions: sessionmaker[Session],
+) -> None:
+    stored = decide_batch(sessions, batch("exec-b", "exec-c", "exec-d"), RESTART)
+
+    assert (stored.decided.queued, stored.decided.deferred) == (3, 0)
+
+
+def test_a_decided_execution_does_not_stop_the_rest_of_the_batch(
+    sessions: sessionmaker[Session],
+) -> None:
+    fail(sessions, "exec-a", rules=RESTART)
+    fail(sessions, "exec-b", rules=JOB_GLOBS, defer=True)  # deferred: not decided yet
+
+    with transaction(sessions) as session:
+        executions = [execution_of(session, "exec-a"), execution_of(session, "exec-b")]
+        result = decide_failed_runs(session, executions, NOW, RESTART)
+
+    assert result.queued == 1
+
+
+def test_every_deferred_failure_of_a_batch_is_counted_and_the_rest_decided(
+    sessions: sessionmaker[Session],
+) -> None:
+    with transaction(sessions) as session:
+        session.add(Job(job_id="job-exec-c", account_alias=ACCOUNT, description="web-c"))
+
+    stored = decide_batch(sessions, batch("exec-a", "exec-b", "exec-c"), JOB_GLOBS, defer=True)
+
+    assert (stored.decided.deferred, stored.decided.queued) == (2, 0)
+    with sessions() as session:
+        (decision,) = session.scalars(select(Decision))
+        assert decision.rule == "web"
+
+
+def test_without_deferral_an_unfetched_jobs_failure_is_decided_at_once(
+    sessions: sessionmaker[Session],
+) -> None:
+    fail(sessions, "exec-a", rules=SKIP_ALL)
+    with transaction(sessions) as session:
+        session.execute(delete(Decision))
+
+    with transaction(sessions) as session:
+        result = decide_failed_runs(session, [execution_of(session)], NOW, JOB_GLOBS)
+
+    assert (result.deferred, result.queued) == (0, 1)
+
+
+def test_a_skip_queues_nothing(sessions: sessionmaker[Session]) -> None:
+    stored = decide_batch(sessions, batch("exec-a", "exec-b"), SKIP_ALL)
+
+    assert stored.decided.queued == 0
+    with sessions() as session:
+        assert session.scalars(select(Restart)).all() == []
+
+
+def test_an_automatic_decision_is_stored_with_its_excluded_hosts_and_its_restart(
+    sessions: sessionmaker[Session],
+) -> None:
+    only_web2 = parse_policy(
+        "version: 1\ndefaults: {backoff: {initial: 0s}}\n"
+        "rules:\n  - name: web2-only\n    when: {host: 'web2'}\n    action: restart\n",
+        "test.yaml",
+    )
+    labels = {"action": "restart", "reason_code": "restart"}
+    before = REGISTRY.get_sample_value("respawn_decisions_total", labels) or 0.0
+
+    fail(sessions, "exec-a", rules=only_web2)
+
+    assert REGISTRY.get_sample_value("respawn_decisions_total", labels) == before + 1
+    with sessions() as session:
+        (decision,) = session.scalars(select(Decision))
+        (restart,) = session.scalars(select(Restart))
+        assert (decision.origin, decision.action, decision.rule, decision.hosts) == (
+            "policy",
+            "restart",
+            "web2-only",
+            ["web2"],
+        )
+        assert decision.created_at == NOW
+        (excluded,) = decision.excluded_hosts
+        assert set(excluded) == {"host", "code", "reason"}
+        assert (excluded["host"], excluded["code"]) == ("web3", "not_matched")
+        assert excluded["reason"]
+        assert (restart.decision_id, restart.manual, restart.counts_against_budget) == (
+            decision.id,
+            False,
+            True,
+        )
+        assert (restart.created_at, restart.updated_at, restart.due_at) == (NOW, NOW, NOW)
+
+
+def test_the_engine_sees_host_history_recent_outcomes_and_the_pause(
+    sessions: sessionmaker[Session],
+) -> None:
+    limits = parse_policy(
+        "version: 1\nlimits: {per_host: {failures: 3, window: 1h, quarantine: 30m}}\n"
+        "circuit_breaker: {window: 15m, cool_down: 10m, min_restarts: 2, failure_ratio: 0.5}\n",
+        "test.yaml",
+    )
+    fail(sessions, "exec-a", failing=("web3", "web2"))
+    with transaction(sessions) as session:
+        session.add(Job(job_id=JOB_ID, account_alias=ACCOUNT, description=None))
+        pause_automatic(session, JOB_ID, "alice", NOW)
+        execution = execution_of(session)
+        decision = session.scalars(select(Decision)).one()
+        session.add(
+            Restart(
+                decision_id=decision.id, execution_pk=execution.id, run_index=0, manual=False,
+                counts_against_budget=True, state="done", hosts=[], due_at=NOW, attempts=1,
+                timers_before=1, created_at=NOW, updated_at=NOW, result="failed_again",
+                result_at=NOW,
+            )
+        )  # fmt: skip
+
+    with sessions() as session:
+        inp = decision_input(session, limits, execution_of(session), NOW)
+
+    def at(ms: int) -> dt.datetime:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+    assert [h.host for h in inp.failed_hosts] == ["web2", "web3"]
+    assert dict(inp.host_failure_times) == {"web2": (at(T0 + 301),), "web3": (at(T0 + 300),)}
+    assert inp.restart_outcomes == (RestartOutcome(NOW, True),)
+    assert inp.paused == "automatic restarts paused for this job by alice"

@@ -639,3 +639,33 @@ def test_a_closing_event_at_the_very_end_of_the_grace_still_closes_its_run(
     events(sessions, ev("playbook_result", END + 10_000, status="FAILURE"))
 
     assert stored_runs(sessions)["playbook_result-None-" + str(END + 10_000)] == 0
+
+
+def test_a_result_naming_a_hosts_single_failure_records_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    stats = {
+        "web1": {"ok": 3, "failures": 0, "unreachable": 0},
+        "web2": {"ok": 1, "failures": 1, "unreachable": 0},
+        "web3": {"ok": 0, "failures": 0, "unreachable": 1},
+        "web4": {"ok": 0, "failures": True, "unreachable": False},
+    }
+
+    events(sessions, ev("playbook_result", T0 + 900, status="FAILURE", stats=stats))
+
+    with sessions() as session:
+        failures = session.scalars(select(HostFailure).order_by(HostFailure.host))
+        assert [(f.host, f.failure_class) for f in failures] == [
+            ("web2", "task_failed"),
+            ("web3", "unreachable"),
+        ]
+
+
+def test_a_result_without_a_message_is_a_failure(sessions: sessionmaker[Session]) -> None:
+    result = ev("playbook_result", T0 + 900)
+    result["message"] = None
+
+    events(sessions, result)
+
+    with sessions() as session:
+        assert state(session).status == "FAILURE"

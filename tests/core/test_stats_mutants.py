@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.ingest import ingest_and_decide, parse_deliveries
@@ -145,6 +145,7 @@ def test_each_budget_is_counted_over_its_own_window(sessions: sessionmaker[Sessi
     add_restart(sessions, mine, ago(minutes=30))
     add_restart(sessions, mine, ago(minutes=90))  # outside the job's hour
     add_restart(sessions, other_job, ago(minutes=100))
+    add_restart(sessions, elsewhere, ago(minutes=20))  # another job and account, recent
     add_restart(sessions, elsewhere, ago(minutes=150))  # only the global 3h sees it
     add_restart(sessions, elsewhere, ago(minutes=200))  # nobody sees it
 
@@ -152,7 +153,7 @@ def test_each_budget_is_counted_over_its_own_window(sessions: sessionmaker[Sessi
         target = session.get(Execution, mine)
         assert target is not None
         usage = budget_usage(session, LIMITS, target, NOW)
-        assert usage == BudgetUsage(per_job=1, per_account=3, global_=4)
+        assert usage == BudgetUsage(per_job=1, per_account=3, global_=5)
         assert budget_usage(session, OFF, target, NOW) == BudgetUsage(0, 0, 0)
 
 
@@ -254,3 +255,25 @@ def test_moments_are_utc_whatever_the_machines_time_zone() -> None:
 
     assert (naive, naive.utcoffset()) == (NOW, dt.timedelta(0))
     assert (aware, aware.utcoffset()) == (NOW, dt.timedelta(0))
+
+
+def test_host_history_keeps_the_latest_five_hundred_failures_per_host(
+    sessions: sessionmaker[Session],
+) -> None:
+    pk = execution(sessions, "exec-a")
+    times = [ago(minutes=60) + dt.timedelta(seconds=n) for n in range(1001)]
+    with transaction(sessions) as session:
+        session.execute(
+            insert(HostFailure),
+            [
+                {"execution_pk": pk, "run_index": 10 + n, "host": "web1",
+                 "failure_class": "unknown", "occurred_at": at}
+                for n, at in enumerate(times)
+            ],
+        )  # fmt: skip
+
+    with sessions() as session:
+        history = host_failure_times(session, LIMITS, ["web1", "web2"], NOW)
+
+    assert history["web1"] == tuple(times[1:])  # 500 per host asked about: the latest 1000
+    assert history["web2"] == ()
