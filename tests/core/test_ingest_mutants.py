@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core.errors import Invalid
 from app.core.ingest import (
     advance_to_run,
     delivery_key,
@@ -669,3 +672,59 @@ def test_a_result_without_a_message_is_a_failure(sessions: sessionmaker[Session]
 
     with sessions() as session:
         assert state(session).status == "FAILURE"
+
+
+# --- parsing a body ------------------------------------------------------------------------------
+
+
+def test_a_delivery_carries_its_body_redacted_and_its_keys() -> None:
+    body = ev("runner_on_ok", T0, "web1", password="pw-PLANTED")
+
+    (one,) = parse_deliveries(body, "msg-1", 10)
+    (listed,) = parse_deliveries([body], None, 10)
+
+    assert one.payload == {**body, "message": {"host": "web1", "password": "[redacted]"}}
+    assert one.webhook_key == hashlib.sha256(b"webhook\x1fmsg-1\x1f0").hexdigest()
+    assert (listed.webhook_key, listed.delivery_key) == (None, one.delivery_key)
+
+
+def test_an_empty_array_is_refused() -> None:
+    with pytest.raises(Invalid) as refused:
+        parse_deliveries([], None, 10)
+
+    assert str(refused.value) == "empty array: nothing to record"
+    assert refused.value.fields == {"_schema": ["Empty array."]}
+
+
+def test_more_items_than_allowed_are_refused() -> None:
+    body = [ev("runner_on_ok", T0 + n, "web1") for n in range(3)]
+
+    assert len(parse_deliveries(body, None, 3)) == 3
+    with pytest.raises(Invalid) as refused:
+        parse_deliveries(body, None, 2)
+
+    assert str(refused.value) == "too many items in one delivery (3 > 2)"
+    assert refused.value.fields == {"_schema": ["At most 2 items per delivery."]}
+
+
+def test_bad_items_are_named_by_their_place_in_the_array() -> None:
+    good = ev("runner_on_ok", T0, "web1")
+    bad = {**good, "timestamp": "yesterday"}
+
+    with pytest.raises(Invalid) as refused:
+        parse_deliveries([good, bad, bad], None, 10)
+
+    assert str(refused.value) == (
+        "the payload does not have the shape of a status event or execution"
+    )
+    assert set(refused.value.fields) == {"1", "2"}
+    assert refused.value.fields["1"] and refused.value.fields["1"] == refused.value.fields["2"]
+
+
+def test_a_single_bad_item_is_described_by_its_own_fields() -> None:
+    bad = {**ev("runner_on_ok", T0, "web1"), "timestamp": "yesterday"}
+
+    with pytest.raises(Invalid) as refused:
+        parse_deliveries(bad, None, 10)
+
+    assert "timestamp" in refused.value.fields
