@@ -728,3 +728,34 @@ def test_a_single_bad_item_is_described_by_its_own_fields() -> None:
         parse_deliveries(bad, None, 10)
 
     assert "timestamp" in refused.value.fields
+
+
+@pytest.mark.parametrize(
+    ("stats", "status"),
+    [
+        ({"web1": {"ok": 3, "failures": 0, "unreachable": 0}}, "SUCCESS"),
+        ({"web1": {"ok": 3}, "web2": {"failures": 1}}, "FAILURE"),
+        ({"web1": {"unreachable": 2}}, "FAILURE"),
+        ({"web1": {"failures": "1", "unreachable": None}}, "SUCCESS"),
+        ({"web1": 5, "web2": {"failures": 0}}, "SUCCESS"),
+    ],
+)
+def test_a_result_without_a_status_is_judged_by_its_host_counts(
+    sessions: sessionmaker[Session], stats: dict[str, Any], status: str
+) -> None:
+    events(sessions, ev("playbook_result", T0 + 900, stats=stats))
+
+    with sessions() as session:
+        assert state(session).status == status
+
+
+@pytest.mark.parametrize(("said", "status"), [(" success ", "SUCCESS"), ("Failure", "FAILURE")])
+def test_a_results_own_status_is_read_in_any_case(
+    sessions: sessionmaker[Session], said: str, status: str
+) -> None:
+    stats = {"web1": {"failures": 1}}
+
+    events(sessions, ev("playbook_result", T0 + 900, status=said, stats=stats))
+
+    with sessions() as session:
+        assert state(session).status == status
