@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 ARTIFACTS ?= test-artifacts
 
-.PHONY: install run serve test lint format bench clean lock
+.PHONY: install run serve test lint format bench mutate clean lock
 
 # Every package is pinned with its hashes: a file that differs from the one locked is refused.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
@@ -60,5 +60,11 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# Mutation testing of the guarantee modules (docs/TESTING.md), not part of `make test`: the
+# named mutations first (on PostgreSQL too when PG_URL answers), then mutmut on SQLite.
+mutate: $(STAMP)
+	RESPAWN_TEST_POSTGRES_URL="$${RESPAWN_TEST_POSTGRES_URL-$(PG_URL)}" \
+	$(BIN)/python tools/mutate.py $(MUTATE_ARGS)
+
 clean:
-	rm -rf $(VENV) $(ARTIFACTS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf mutants $(VENV) $(ARTIFACTS) .pytest_cache .mypy_cache .ruff_cache
