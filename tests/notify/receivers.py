@@ -145,7 +145,8 @@ class WebhookReceiver:
 
     def close(self) -> None:
         self._released.set()
-        self.server.shutdown()
+        if self._thread.is_alive():
+            self.server.shutdown()
         self.server.server_close()
         self._thread.join(5)
 
@@ -200,6 +201,7 @@ class SMTPReceiver:
         self.port = _free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **options)
         self.controller.start()
+        self._running = True
 
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
@@ -212,7 +214,9 @@ class SMTPReceiver:
         return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
     def close(self) -> None:
-        self.controller.stop()
+        if self._running:
+            self._running = False
+            self.controller.stop()
 
 
 def _free_port() -> int:
