@@ -182,9 +182,7 @@ class SMTPReceiver:
         receiver = self
 
         class Handler:
-            async def handle_DATA(
-                self, server: SMTP, session: Session, envelope: Envelope
-            ) -> str:
+            async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
                 content = envelope.content
                 assert isinstance(content, bytes)
                 message = email.message_from_bytes(content, policy=email.policy.default)

@@ -24,7 +24,6 @@ from app.db import transaction
 from app.models import Pause
 from app.notify import Links, send, send_notification
 from tests.notify.conftest import (
-    BASE_POLICY,
     PUBLIC_URL,
     SMTP_PASSWORD,
     SMTP_USER,
@@ -86,7 +85,7 @@ def test_one_event_reaches_every_channel_signed_and_readable(
     assert "db maintenance" in mail.plain and "Job: job-7" in mail.plain
     assert "<h2>Automatic restarts paused</h2>" in mail.html
     assert "<th align='left'>Job</th><td>job-7</td>" in mail.html
-    assert rows["mail"].answer == "accepted by 127.0.0.1:%d" % receivers.smtp.port
+    assert rows["mail"].answer == f"accepted by 127.0.0.1:{receivers.smtp.port}"
 
 
 def test_a_failing_receiver_is_retried_with_backoff_until_it_takes_it(

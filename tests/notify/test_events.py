@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core.ingest import ingest_and_decide, parse_deliveries
 from app.core.outbox import CallResult, RetryPolicy, claim_due_restarts, record_result
 from app.core.watch import watch
 from app.db import transaction
 from app.models import Notification, Restart
-from app.policy import parse_policy
 from tests.feed import GIT_ERROR, failing_run_events, ms, run_events
 from tests.notify.conftest import (
     BASE_POLICY,
@@ -219,9 +219,7 @@ def test_a_restart_sent_or_failed_is_told_with_the_runners_answer(
     assert data["status_code"] == result.status_code
     assert result.detail in data["runner_answer"]
     if kind == "restart_sent":
-        assert row.summary == (
-            f"restarted {execution} (web2, web3): the Runner answered restarted"
-        )
+        assert row.summary == (f"restarted {execution} (web2, web3): the Runner answered restarted")
     else:
         assert row.summary.startswith(f"restart of {execution} failed: ")
     assert deliver_due(sessions, policy, NOW) == ["sent"]
@@ -298,9 +296,7 @@ def test_the_fleet_breaker_opening_and_closing_is_told(
     with transaction(sessions) as session:
         assert watch(session, policy, NOW) == 0  # a quiet fleet: nothing to tell
         # Both restarts went out and their executions failed again.
-        session.execute(
-            update(Restart).values(result="failed_again", result_at=NOW, state="done")
-        )
+        session.execute(update(Restart).values(result="failed_again", result_at=NOW, state="done"))
 
     with transaction(sessions) as session:
         assert watch(session, policy, NOW + dt.timedelta(minutes=1)) == 1
@@ -336,8 +332,6 @@ def test_an_error_signature_breaker_opening_and_closing_is_told(
         stderr = GIT_ERROR.format(n=n, ms=1000 + 37 * n)
         items = run_events(f"exec-git-{n}", f"job-{n % 4}", at, {f"web{n}": stderr}, ("app1",))
         with transaction(sessions) as session:
-            from app.core.ingest import ingest_and_decide, parse_deliveries
-
             ingest_and_decide(session, parse_deliveries(items, None, 500), at, policy, False)
 
     with transaction(sessions) as session:
@@ -351,8 +345,8 @@ def test_an_error_signature_breaker_opening_and_closing_is_told(
     assert len(data_of(opened)["jobs"]) == 4
     key = data_of(opened)["signature"]
     assert (closed.kind, data_of(closed)["signature"]) == ("breaker_closed", key)
-    assert closed.summary == (
-        f"error signature breaker closed: {key}; held restarts are released"
-    )
+    assert closed.summary == (f"error signature breaker closed: {key}; held restarts are released")
     with sessions() as session:
-        assert session.scalar(select(Notification.id).where(Notification.state != "pending")) is None
+        assert (
+            session.scalar(select(Notification.id).where(Notification.state != "pending")) is None
+        )
