@@ -150,3 +150,7 @@ def deliver_due(
             with transaction(sessions) as session:
                 states.append(record_notification(session, claimed, worker, result, now))
     return states
+
+
+# The Runner simulator over real HTTP, shared with the dispatcher tests.
+from tests.dispatcher.conftest import control, make_sim, sim  # noqa: E402, F401
