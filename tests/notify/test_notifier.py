@@ -106,9 +106,7 @@ def test_a_refused_policy_edit_is_told_once(
     napp: Flask, policy_file: Path, receivers: Receivers
 ) -> None:
     good = policy_file.read_text()
-    policy_file.write_text(
-        good + "    - {name: x, channels: [pager]}\n".replace("    -", "  routes:\n    -")
-    )
+    policy_file.write_text(good + "  routes:\n    - {name: x, channels: [pager]}\n")
 
     assert notifier(napp).run_once() == 1
     assert notifier(napp).run_once() == 0  # another notifier of the process: told already
