@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from app.core.deliveries import parse_deliveries
 from app.core.operator import pause_automatic
 from app.db import utcnow
 from app.dispatcher import notifier as notifier_module
@@ -25,7 +26,8 @@ from app.dispatcher.background import start_background
 from app.dispatcher.notifier import Notifier
 from app.extensions import get_runtime
 from app.intake import intake as intake_module
-from app.models import Notification
+from app.intake.spool import Spool
+from app.models import Event, Notification
 from app.simulator import SimulatorControl, SimulatorServer
 from tests.conftest import CALLBACK_TOKEN
 from tests.dispatcher.conftest import POLICY, discover, drain, failing_fleet, runner_settings
@@ -41,6 +43,11 @@ def kinds(app: Flask) -> list[tuple[str, str]]:
             (n.kind, n.state)
             for n in session.scalars(select(Notification).order_by(Notification.id))
         ]
+
+
+def events(app: Flask) -> int:
+    with transaction(app) as session:
+        return session.scalar(select(func.count()).select_from(Event)) or 0
 
 
 def notifier(app: Flask) -> Notifier:
@@ -213,3 +220,31 @@ def test_without_a_runner_the_background_still_notifies(napp: Flask, receivers: 
     finally:
         background.stop()
     assert kinds(napp) == [("paused", "sent")]
+
+
+def test_callbacks_a_dead_process_spooled_are_told_once_another_stores_them(
+    make_app: Callable[..., Flask], policy_file: Path, receivers: Receivers, tmp_path: Path
+) -> None:
+    policy_file.write_text(POLICY + receivers.notify_yaml())
+    app = make_app(callback_ack="durable", public_url=PUBLIC_URL)
+    # A process spooled two deliveries while the database was away, and died.
+    dead = Spool(tmp_path / "spool")
+    moment = int(time.time() * 1000)
+    items = [event("runner_on_ok", moment, f"db{n}", event_id=f"orphan-{n}") for n in range(2)]
+    dead.append(parse_deliveries(items, None, 500), utcnow())
+    dead.close()
+
+    # This process's intake starts with its first callback and takes the orphaned file over.
+    response = app.test_client().post(
+        f"/callbacks/{CALLBACK_TOKEN}",
+        data=json.dumps([event("runner_on_ok", moment, "web1", event_id="live-1")]),
+        content_type="application/json",
+    )
+    assert response.status_code == 202
+    wait_for(lambda: events(app) == 3, "the orphaned deliveries stored")
+    wait_for(lambda: kinds(app), "the orphaned deliveries told")
+
+    assert kinds(app) == [("callbacks_spooled", "pending")]
+    assert notifier(app).run_once() == 1
+    (got,) = receivers.hook.unique()
+    assert got.json["data"]["deliveries"] == 2
