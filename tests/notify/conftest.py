@@ -50,9 +50,10 @@ class Receivers:
         routes: str = "",
         default: str = "[oncall]",
         digest: str = "0s",
+        starttls: bool = False,
     ) -> str:
         """A `notify:` section with three channels on these receivers: `oncall` (signed
-        webhook), `chat` (Slack) and `mail` (SMTP with login, no TLS)."""
+        webhook), `chat` (Slack) and `mail` (SMTP with login; STARTTLS if asked)."""
         text = (
             "notify:\n"
             f"  digest: {digest}\n"
@@ -64,8 +65,9 @@ class Receivers:
             "      type: email\n"
             "      to: [oncall@example.com, db-team@example.com]\n"
             "      from: respawn@example.com\n"
-            f"      smtp: {{host: 127.0.0.1, port: {self.smtp.port}, starttls: false,"
-            f" username: {SMTP_USER}, password: TEST_SMTP_PASSWORD, timeout: 5s}}\n"
+            f"      smtp: {{host: 127.0.0.1, port: {self.smtp.port},"
+            f" starttls: {str(starttls).lower()}, username: {SMTP_USER},"
+            " password: TEST_SMTP_PASSWORD, timeout: 5s}\n"
         )
         if routes:
             text += "  routes:\n" + routes

@@ -5,20 +5,28 @@ what it got and can be told to fail or hang; an SMTP server (`aiosmtpd`) that pa
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
+import ipaddress
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 
@@ -157,6 +165,8 @@ class Mail:
     recipients: list[str]
     message: EmailMessage
     login: str | None
+    tls: bool
+    """It came over a connection STARTTLS had secured."""
 
     @property
     def plain(self) -> str:
@@ -172,10 +182,13 @@ class Mail:
 
 
 class SMTPReceiver:
-    """An aiosmtpd server on loopback; with `users`, it offers AUTH (LOGIN, PLAIN) without
-    TLS, and each mail records who logged in to send it."""
+    """An aiosmtpd server on loopback; with `users`, it offers AUTH (LOGIN, PLAIN), and each
+    mail records who logged in to send it. With a certificate it requires STARTTLS first
+    (and offers AUTH only then); without, it offers AUTH in the clear and no STARTTLS."""
 
-    def __init__(self, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, users: dict[str, str] | None = None, certificate: tuple[Path, Path] | None = None
+    ) -> None:
         self.mails: list[Mail] = []
         self.logins: list[tuple[str, bool]] = []
         self.users = users
@@ -188,14 +201,19 @@ class SMTPReceiver:
                 message = email.message_from_bytes(content, policy=email.policy.default)
                 assert isinstance(message, EmailMessage)
                 login = session.auth_data.login.decode() if session.auth_data else None
+                tls = bool(session.ssl)
                 receiver.mails.append(
-                    Mail(str(envelope.mail_from), list(envelope.rcpt_tos), message, login)
+                    Mail(str(envelope.mail_from), list(envelope.rcpt_tos), message, login, tls)
                 )
                 return "250 2.0.0 queued as respawn-test"
 
         options: dict[str, Any] = {}
         if users is not None:
-            options.update(authenticator=self._authenticate, auth_require_tls=False)
+            options.update(authenticator=self._authenticate, auth_require_tls=bool(certificate))
+        if certificate is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*certificate)
+            options.update(tls_context=context, require_starttls=True)
         self.port = _free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **options)
         self.controller.start()
@@ -215,6 +233,38 @@ class SMTPReceiver:
         if self._running:
             self._running = False
             self.controller.stop()
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files in `folder`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "respawn test mail server")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "mail-cert.pem", folder / "mail-key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
 
 
 def _free_port() -> int:

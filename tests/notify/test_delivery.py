@@ -31,6 +31,7 @@ from tests.notify.conftest import (
     deliver_due,
     notifications,
 )
+from tests.notify.receivers import SMTPReceiver, make_certificate
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -288,3 +289,40 @@ def test_a_channel_removed_from_the_policy_fails_its_waiting_messages(
         result = send_notification(edited, claimed, Links(None), http)
 
     assert (result.outcome, result.answer) == ("failed", "no channel 'chat' in the policy any more")
+
+
+def test_mail_goes_over_starttls_with_a_login(
+    sessions: sessionmaker[Session],
+    receivers: Receivers,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    certificate = make_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))  # trust the test server's own
+    server = SMTPReceiver(users={SMTP_USER: SMTP_PASSWORD}, certificate=certificate)
+    try:
+        tls = Receivers(receivers.hook, server)
+        policy = tls.policy(default="[mail]", starttls=True)
+        with transaction(sessions) as session:
+            pause_automatic(session, "job-7", "olivia", NOW, None, policy)
+
+        assert deliver_due(sessions, policy, NOW) == ["sent"]
+    finally:
+        server.close()
+    (mail,) = server.mails
+    assert mail.tls is True and mail.login == SMTP_USER
+    assert "automatic restarts of job job-7 paused by olivia" in mail.plain
+
+
+@sqlite_only
+def test_a_mail_server_without_starttls_is_refused_at_once(
+    sessions: sessionmaker[Session], receivers: Receivers
+) -> None:
+    policy = receivers.policy(default="[mail]", starttls=True)
+    with transaction(sessions) as session:
+        pause_automatic(session, "job-7", "olivia", NOW, None, policy)
+
+    assert deliver_due(sessions, policy, NOW) == ["failed"]
+    (row,) = notifications(sessions)
+    assert row.last_error == "STARTTLS extension not supported by server."
+    assert receivers.smtp.mails == []  # nothing went in the clear
