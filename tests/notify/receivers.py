@@ -69,7 +69,8 @@ class WebhookReceiver:
     secret it was given); any other path (a Slack incoming webhook) is taken as it comes.
 
     `fail(n, status)` answers the next n requests with `status`; `hang(n)` keeps the next n
-    without an answer until `close()`.
+    without an answer until `close()`; `hold(n)` takes the next n in (records them, as a
+    receiver that acted on them) and only then keeps them without an answer.
     """
 
     def __init__(self, secret: str | None, answer: str = "ok") -> None:
@@ -79,6 +80,7 @@ class WebhookReceiver:
         self._lock = threading.Lock()
         self._failures: list[int] = []
         self._hangs = 0
+        self._holds = 0
         self._seen: set[str] = set()
         self._released = threading.Event()
         receiver = self
@@ -106,6 +108,10 @@ class WebhookReceiver:
     def hang(self, times: int) -> None:
         with self._lock:
             self._hangs += times
+
+    def hold(self, times: int) -> None:
+        with self._lock:
+            self._holds += times
 
     def requests(self, path_prefix: str = "") -> list[Received]:
         with self._lock:
@@ -144,6 +150,11 @@ class WebhookReceiver:
             if status == 200 and key is not None:
                 self._seen.add(key)
             self.received.append(Received(request.path, headers, body, status, verified, repeat))
+            hold = self._holds > 0
+            self._holds -= hold
+        if hold:
+            self._released.wait(30)
+            return
         text = (self.answer if status == 200 else f"receiver failed ({status})").encode()
         request.send_response(status)
         request.send_header("Content-Type", "text/plain")
