@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.notifications import ClaimedNotification
 from app.notify.render import email_parts, message, slack_payload
+from app.policy import Policy
 from tests.feed import failing_run_events, ms
 from tests.notify.conftest import PUBLIC_URL, Receivers, add_job, deliver_due, feed, notifications
 
@@ -27,13 +28,13 @@ def at(minutes: float) -> dt.datetime:
 
 
 def give_up(
-    sessions: sessionmaker[Session], receivers_policy: object, n: int, job: str, minutes: float
+    sessions: sessionmaker[Session], policy: Policy, n: int, job: str, minutes: float
 ) -> str:
     execution = f"{n:08d}-0000-4000-8000-0000000d1e57"
     items = failing_run_events(
         ms(at(minutes)) - 5_000, ("web2",), prefix=f"d{n}-", execution_id=execution, job_id=job
     )
-    feed(sessions, items, at(minutes), receivers_policy)  # type: ignore[arg-type]
+    feed(sessions, items, at(minutes), policy)
     return execution
 
 

@@ -17,6 +17,7 @@ from app.core.outbox import CallResult, RetryPolicy, claim_due_restarts, record_
 from app.core.watch import watch
 from app.db import transaction
 from app.models import Notification, Restart
+from app.policy import Policy
 from tests.feed import GIT_ERROR, failing_run_events, ms, run_events
 from tests.notify.conftest import (
     BASE_POLICY,
@@ -38,7 +39,7 @@ def execution_id(n: int) -> str:
 
 def fail(
     sessions: sessionmaker[Session],
-    policy: Any,
+    policy: Policy,
     n: int,
     at: dt.datetime = NOW,
     *,
