@@ -28,7 +28,7 @@ from app.core.ingest import advance_to_run, record_documents
 from app.core.lifecycle import FINAL_STATES, TRANSITIONS, IllegalTransition, cancel, transition
 from app.core.notifications import Notice, notify
 from app.db import locked
-from app.models import Decision, Execution, Pause, Restart, RestartAttempt, RestartState
+from app.models import Decision, Execution, Job, Pause, Restart, RestartAttempt, RestartState
 from app.policy import Policy
 from app.redact import redact_text
 from app.runner.client import RunnerClient
@@ -399,6 +399,7 @@ def _tell(
 ) -> None:
     execution = session.get(Execution, restart.execution_pk)
     decision = session.get(Decision, restart.decision_id)
+    job = session.get(Job, claim.job_id) if claim.job_id else None
     hosts = ", ".join(claim.hosts) if claim.hosts else "no host list"
     if kind == "restart_sent":
         summary = f"restarted {claim.execution_id} ({hosts}): the Runner answered {result.outcome}"
@@ -413,6 +414,7 @@ def _tell(
             summary=summary[:500],
             execution=execution,
             job_id=claim.job_id,
+            job_description=job.description if job is not None else None,
             account=claim.account,
             hosts=claim.hosts,
             rule=decision.rule if decision is not None else None,

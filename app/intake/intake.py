@@ -326,6 +326,7 @@ class Intake:
                 if self._store_replayed(records):
                     path.unlink(missing_ok=True)
                     replayed += len(records)
+                    self._tell_spooled(records)  # its writer died before it could tell
         return replayed
 
     # --- the processor ----------------------------------------------------------------------

@@ -190,6 +190,9 @@ def _email(
         return SendResult("failed", _clean(f"every recipient refused: {exc.recipients}"))
     except smtplib.SMTPAuthenticationError as exc:
         return SendResult("failed", _clean(f"login refused: {exc.smtp_code}"))
+    except smtplib.SMTPNotSupportedError as exc:
+        # The policy asks for STARTTLS or a login the server does not offer: no retry helps.
+        return SendResult("failed", _clean(str(exc)))
     except smtplib.SMTPResponseException as exc:
         text = _clean(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}")
         return SendResult("retry" if 400 <= exc.smtp_code < 500 else "failed", text)
