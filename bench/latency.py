@@ -36,6 +36,7 @@ class StandIn(ThreadingHTTPServer):
     """The Runner, as far as a restart needs it."""
 
     daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 drops connections under a burst
 
     def __init__(self, port: int) -> None:
         super().__init__(("127.0.0.1", port), _Handler)

@@ -402,7 +402,7 @@ def _tell(
     job = session.get(Job, claim.job_id) if claim.job_id else None
     hosts = ", ".join(claim.hosts) if claim.hosts else "no host list"
     if kind == "restart_sent":
-        summary = f"restarted {claim.execution_id} ({hosts}): the Runner answered {result.outcome}"
+        summary = f"restarted {claim.execution_id} ({hosts}): {result.detail or result.outcome}"
     else:
         summary = f"restart of {claim.execution_id} failed: {restart.outcome_detail or ''}"
     notify(

@@ -32,10 +32,11 @@ FIELDS = (
     ("reason", "Reason"),
 )
 VERBS = {
-    "restart_sent": "were restarted",
-    "restart_failed": "failed to restart",
-    "gave_up": "gave up",
+    "restart_sent": ("was restarted", "were restarted"),
+    "restart_failed": ("failed to restart", "failed to restart"),
+    "gave_up": ("gave up", "gave up"),
 }
+"""What a digest's executions did: (one, several)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ def _digest(claimed: ClaimedNotification, title: str, link_for: Any, window: str
     items = [dict(item.get("data") or {}) for item in claimed.digest_items]
     job = next((i.get("job_id") for i in items if i.get("job_id")), None)
     count = claimed.digest_count
-    verb = VERBS.get(claimed.kind, f"had {title.lower()}")
+    one, several = VERBS.get(claimed.kind, ("", ""))
+    verb = one if count == 1 else several
     what = f"{count} more execution{'s' if count != 1 else ''}"
     where = f" of job {job}" if job else ""
     text = f"{what}{where} {verb} in the last {window}"

@@ -104,7 +104,7 @@ def claimed(kind: str, count: int, items: tuple[dict[str, object], ...]) -> Clai
 @pytest.mark.parametrize(
     ("kind", "count", "job", "text"),
     [
-        ("restart_sent", 1, "j-1", "1 more execution of job j-1 were restarted in the last 5m"),
+        ("restart_sent", 1, "j-1", "1 more execution of job j-1 was restarted in the last 5m"),
         ("restart_failed", 3, None, "3 more executions failed to restart in the last 5m"),
         ("host_quarantined", 4, None, "4 more 'host quarantined' notifications in the last 5m"),
         ("paused", 1, "j-2", "1 more 'automatic restarts paused' notification of job j-2 in the"

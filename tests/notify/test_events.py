@@ -220,7 +220,7 @@ def test_a_restart_sent_or_failed_is_told_with_the_runners_answer(
     assert data["status_code"] == result.status_code
     assert result.detail in data["runner_answer"]
     if kind == "restart_sent":
-        assert row.summary == (f"restarted {execution} (web2, web3): the Runner answered restarted")
+        assert row.summary == f"restarted {execution} (web2, web3): {result.detail}"
     else:
         assert row.summary.startswith(f"restart of {execution} failed: ")
     assert deliver_due(sessions, policy, NOW) == ["sent"]
