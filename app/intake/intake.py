@@ -270,38 +270,33 @@ class Intake:
         self.spool.replayed()
         metrics.SPOOL_DEPTH.set(0)
         log.info("database back: %d spooled deliveries stored", len(records))
-        self._tell_spooled(records)
         return True
 
-    def _tell_spooled(self, records: list[Spooled]) -> None:
-        """Notify that callbacks waited in the spool while the database was away."""
-        if not records:
-            return
+    def _tell_spooled(self, session: Session, records: list[Spooled]) -> None:
+        """Notify that callbacks waited in the spool while the database was away (in the
+        transaction that stores the last of them: told once they are all stored, and only
+        then)."""
         first = min(r.received_at for r in records)
         last = max(r.received_at for r in records)
         summary = (
             f"{len(records)} callback deliveries were spooled while the database was away "
             f"({first:%Y-%m-%d %H:%M:%S} to {last:%H:%M:%S} UTC); all are stored now"
         )
-        try:
-            with transaction(self.writer_sessions) as session:
-                notify(
-                    session,
-                    self.policy(),
-                    Notice(
-                        "callbacks_spooled",
-                        f"callbacks_spooled:{first.isoformat()}:{len(records)}",
-                        summary,
-                        details={
-                            "deliveries": len(records),
-                            "from": first.isoformat(),
-                            "to": last.isoformat(),
-                        },
-                    ),
-                    utcnow(),
-                )
-        except SQLAlchemyError:
-            log.warning("could not queue the notification of spooled callbacks")
+        notify(
+            session,
+            self.policy(),
+            Notice(
+                "callbacks_spooled",
+                f"callbacks_spooled:{first.isoformat()}:{len(records)}",
+                summary,
+                details={
+                    "deliveries": len(records),
+                    "from": first.isoformat(),
+                    "to": last.isoformat(),
+                },
+            ),
+            utcnow(),
+        )
 
     def _store_replayed(self, records: list[Spooled]) -> bool:
         try:
@@ -311,6 +306,8 @@ class Intake:
                     # One insert per arrival time keeps each record's own received_at.
                     for at, group in _by_time(chunk):
                         store(session, group, at)
+                    if start + MAX_BATCH >= len(records):
+                        self._tell_spooled(session, records)
         except SQLAlchemyError:
             return False
         ticket = Ticket([r.delivery for r in records], new=[True] * len(records))
@@ -326,7 +323,6 @@ class Intake:
                 if self._store_replayed(records):
                     path.unlink(missing_ok=True)
                     replayed += len(records)
-                    self._tell_spooled(records)  # its writer died before it could tell
         return replayed
 
     # --- the processor ----------------------------------------------------------------------

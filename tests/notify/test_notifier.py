@@ -164,6 +164,55 @@ def test_callbacks_spooled_while_the_database_was_away_are_told_once_it_is_back(
     assert got.json["summary"].startswith("3 callback deliveries were spooled while the database")
 
 
+def test_the_spooled_notice_is_stored_with_the_replayed_callbacks_or_not_at_all(
+    make_app: Callable[..., Flask],
+    policy_file: Path,
+    receivers: Receivers,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replay that fails after its callbacks were inserted (here: queuing the notice)
+    commits nothing: the callbacks stay spooled, and the next try stores them with the
+    notice, so a crash between the two can never lose the notice."""
+    policy_file.write_text(POLICY + receivers.notify_yaml())
+    app = make_app(callback_ack="durable", public_url=PUBLIC_URL)
+    away = threading.Event()
+    away.set()
+    real_store, real_notify = intake_module.store, intake_module.notify
+    notice_fails = threading.Event()
+    notice_fails.set()
+
+    def store(*args: Any, **kwargs: Any) -> Any:
+        if away.is_set():
+            raise OperationalError("INSERT", {}, Exception("the database is away"))
+        return real_store(*args, **kwargs)
+
+    def notify(*args: Any, **kwargs: Any) -> Any:
+        if notice_fails.is_set():
+            raise OperationalError("INSERT", {}, Exception("the database went away again"))
+        return real_notify(*args, **kwargs)
+
+    monkeypatch.setattr(intake_module, "store", store)
+    monkeypatch.setattr(intake_module, "notify", notify)
+    items = [event("runner_on_ok", int(time.time() * 1000), f"web{n}") for n in range(2)]
+    response = app.test_client().post(
+        f"/callbacks/{CALLBACK_TOKEN}", data=json.dumps(items), content_type="application/json"
+    )
+    assert response.status_code == 202
+
+    calls: list[int] = []
+    monkeypatch.setattr(
+        intake_module, "notify", lambda *a, **k: (calls.append(1), notify(*a, **k))[1]
+    )
+    away.clear()
+    wait_for(lambda: len(calls) >= 2, "two replays tried")
+    assert events(app) == 0 and kinds(app) == []
+
+    notice_fails.clear()
+    wait_for(lambda: kinds(app), "the spooled callbacks told")
+    assert events(app) == 2
+    assert kinds(app) == [("callbacks_spooled", "pending")]
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_notifier_thread_sends_when_woken_and_outlives_errors(
     napp: Flask,
