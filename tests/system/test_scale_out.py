@@ -10,7 +10,7 @@ and every restart reaches the Runner exactly once.
 
 Three phases, each waited for:
 1. first runs: six failures of one job (budget 3 per job: 3 restarts, 3 refused), two
-   failures of host q1 (restarted), three jobs' successful runs;
+   failures of host q1 (restarted), three successful runs of another job;
 2. the five restarted executions fail again (five outcomes: the breaker trips, the runs
    themselves are refused by `max_restarts: 1`);
 3. two more failures of q1 (its third and fourth: quarantined) and two failures of a fresh
@@ -256,7 +256,6 @@ def test_two_instances_and_two_workers_share_one_database(database: str, tmp_pat
         RESPAWN_RUNNER_USERNAME=USER,
         RESPAWN_RUNNER_PASSWORD=PASSWORD,
         RESPAWN_DISPATCH_INTERVAL="0.2",
-        RESPAWN_RECONCILE_INTERVAL="3600",
         RESPAWN_LOG_LEVEL="WARNING",
         # Two instances take the same callbacks: one waits for the other's commit of a
         # delivery before it counts it a duplicate; give that wait room on a busy machine.
@@ -282,7 +281,9 @@ def test_two_instances_and_two_workers_share_one_database(database: str, tmp_pat
             processes.start(["serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"], log)
         worker_logs = [tmp_path / f"worker-{n}.log" for n in range(2)]
         for log in worker_logs:
-            processes.start(["worker", "--dispatchers", "2"], log)
+            # No reconciler: its pass at start could find on the Runner the failures the
+            # feed brings later, and decide them before their phase.
+            processes.start(["worker", "--dispatchers", "2", "--no-reconcile"], log)
 
         wait_until(
             lambda: requests.get(f"{sim_base}/_sim/health", timeout=2).ok,
@@ -374,7 +375,7 @@ def test_two_instances_and_two_workers_share_one_database(database: str, tmp_pat
         events += len(phase3)
         wait_settled(engine, events, 17, "the last failures")
 
-        # Every event stored once (the answers said so, and the table agrees).
+        # Every event stored once, whichever instance took it and however often.
         with engine.connect() as connection:
             ids = list(connection.scalars(select(Event.event_id).where(Event.kind == "event")))
             per_run = list(
