@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import JSON, DateTime, Insert, MetaData, Select, Table, create_engine, event
+from sqlalchemy import JSON, DateTime, Insert, MetaData, Select, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
@@ -216,6 +216,17 @@ def locked(session: Session, query: SelectT, **options: Any) -> SelectT:
     if session.get_bind().dialect.name == "postgresql":
         return query.with_for_update(**options)
     return query
+
+
+DECISION_LOCK = 0x72657370  # any constant; "resp"
+
+
+def lock_decisions(session: Session) -> None:
+    """Take the decision lock until the transaction ends. Budgets, quarantine and the
+    breakers count what earlier decisions stored, so two processes must not decide at once
+    (each would count without the other's uncommitted restart). SQLite has one writer."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DECISION_LOCK})
 
 
 def insert_ignoring_conflicts(session: Session, table: Table) -> Insert:

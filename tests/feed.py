@@ -126,16 +126,18 @@ def run_events(
     at: dt.datetime,
     failed: dict[str, str],
     ok: tuple[str, ...] = (),
+    *,
+    prefix: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One run: `ok` hosts succeed, each host in `failed` fails with its stderr."""
+    """One run: `ok` hosts succeed, each host in `failed` fails with its stderr. Event ids
+    start with `prefix` (default the execution id; give another for a later run)."""
     t = ms(at) - 5_000
     common: dict[str, Any] = {"execution_id": execution_id, "job_id": job_id, "account": "XXXX"}
-    items = [event("playbook_on_start", t, event_id=f"{execution_id}-s", **common)]
+    prefix = execution_id if prefix is None else prefix
+    items = [event("playbook_on_start", t, event_id=f"{prefix}-s", **common)]
     stats: dict[str, dict[str, int]] = {}
     for n, host in enumerate(ok):
-        items.append(
-            event("runner_on_ok", t + 10 + n, host, event_id=f"{execution_id}-o{n}", **common)
-        )
+        items.append(event("runner_on_ok", t + 10 + n, host, event_id=f"{prefix}-o{n}", **common))
         stats[host] = {"ok": 1, "changed": 0, "unreachable": 0, "failures": 0, "skipped": 0}
     for n, (host, stderr) in enumerate(failed.items()):
         items.append(
@@ -143,7 +145,7 @@ def run_events(
                 "runner_on_failed",
                 t + 100 + n,
                 host,
-                event_id=f"{execution_id}-f{n}",
+                event_id=f"{prefix}-f{n}",
                 msg="non-zero return code",
                 rc=128,
                 stderr=stderr,
@@ -152,14 +154,12 @@ def run_events(
             )
         )
         stats[host] = {"ok": 0, "changed": 0, "unreachable": 0, "failures": 1, "skipped": 0}
-    items.append(
-        event("playbook_on_stats", t + 900, event_id=f"{execution_id}-t", stats=stats, **common)
-    )
+    items.append(event("playbook_on_stats", t + 900, event_id=f"{prefix}-t", stats=stats, **common))
     items.append(
         event(
             "playbook_result",
             t + 1000,
-            event_id=f"{execution_id}-r",
+            event_id=f"{prefix}-r",
             status="FAILURE",
             stats=stats,
             **common,

@@ -28,6 +28,7 @@ from app.core.stats import (
     restart_outcomes,
     signature_sightings,
 )
+from app.db import lock_decisions
 from app.models import (
     ACTIVE_RESTART_STATES,
     Decision,
@@ -392,6 +393,8 @@ def decide_failed_runs(
         known_jobs = set(session.scalars(select(Job.job_id).where(Job.job_id.in_(job_ids))))
     else:
         defer_unknown_jobs = False
+    if set(keys) - decided:
+        lock_decisions(session)
     for key, execution in keys.items():
         if key in decided:
             continue

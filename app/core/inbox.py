@@ -107,6 +107,17 @@ def process(
     ids = sorted(set(execution_ids))
     if not ids:
         return result
+    waiting = (
+        _EVENTS.c.pending.is_(True),
+        _EVENTS.c.execution_id.in_(ids),
+        _EVENTS.c.attempts < MAX_ATTEMPTS,
+    )
+    found = session.scalars(select(_EVENTS.c.execution_id).where(*waiting).distinct()).all()
+    if not found:
+        return result
+    # Lock first, then read what is pending: another process may be applying the same
+    # deliveries (its callbacks, or its sweep) and has cleared them once it lets go.
+    states = load_states(session, sorted(found), now)
     rows = session.execute(
         select(
             _EVENTS.c.id,
@@ -115,16 +126,11 @@ def process(
             _EVENTS.c.received_at,
             _EVENTS.c.payload,
         )
-        .where(
-            _EVENTS.c.pending.is_(True),
-            _EVENTS.c.execution_id.in_(ids),
-            _EVENTS.c.attempts < MAX_ATTEMPTS,
-        )
+        .where(*waiting, _EVENTS.c.execution_id.in_(list(states)))
         .order_by(_EVENTS.c.id)
     ).all()
     if not rows:
         return result
-    states = load_states(session, sorted({row.execution_id for row in rows}), now)
     known = parsed or {}
     done: list[dict[str, Any]] = []
     for row in rows:

@@ -25,6 +25,7 @@ from app.core.errors import NotFound
 from app.core.lifecycle import transition
 from app.core.operator import record_audit
 from app.core.stats import signature_sightings
+from app.db import lock_decisions
 from app.models import Decision, Execution, FailureSignature, Restart, RestartState
 from app.policy import Policy, SignatureState, decide_restart, signature_state
 from app.runner.documents import FAILED_STATUSES
@@ -64,7 +65,13 @@ def release_held(
     query = select(Restart).where(Restart.state == RestartState.HELD)
     if only is not None:
         query = query.where(Restart.hold_signature == only)
-    held = list(session.scalars(query.order_by(Restart.id).limit(RELEASE_BATCH)))
+    query = query.order_by(Restart.id).limit(RELEASE_BATCH)
+    if session.scalars(query).first() is None:
+        return Released(0, 0)
+    # A release is decided again, against the same counts as a new decision; read the held
+    # rows under the lock, as another process may have released some meanwhile.
+    lock_decisions(session)
+    held = list(session.scalars(query.execution_options(populate_existing=True)))
     closed: dict[str, bool] = {}
     released = dropped = 0
     for restart in held:
