@@ -133,10 +133,11 @@ class RawInserter:
     def __init__(self, engine: Engine, bodies: Bodies) -> None:
         self.engine = engine
         self.bodies = bodies
+        self.execution_id = f"raw-{uuid.uuid4().hex}"
         with engine.begin() as connection:
             self.execution_pk = connection.execute(
                 insert(Execution)
-                .values(execution_id=f"raw-{uuid.uuid4().hex}", status="RUNNING", failed_hosts=[])
+                .values(execution_id=self.execution_id, status="RUNNING", failed_hosts=[])
                 .returning(Execution.id)
             ).scalar_one()
 
@@ -147,8 +148,10 @@ class RawInserter:
             now = utcnow()
             rows = [
                 {
+                    "execution_id": self.execution_id,
                     "execution_pk": self.execution_pk,
                     "run_index": 0,
+                    "pending": False,
                     "delivery_key": uuid.uuid4().hex,
                     "kind": "event",
                     "event_type": item["event_type"],

@@ -169,13 +169,20 @@ def seed(url: str, executions: int, seed_value: int = 1, fail_share: float = 0.1
                         },
                     )
                     _events(
-                        batch, next_id, pk, index, run_start, run_end if final else None, status
+                        batch,
+                        next_id,
+                        pk,
+                        execution_id,
+                        index,
+                        run_start,
+                        run_end if final else None,
+                        status,
                     )
                     failed_hosts = []
                     if status in ("FAILURE", "INIT_FAILURE"):
                         first_failure = first_failure or run_end
                         failed_hosts = _failures(
-                            batch, next_id, rng, pk, index, hosts, run_end, status
+                            batch, next_id, rng, pk, execution_id, index, hosts, run_end, status
                         )
                         for host in failed_hosts:
                             host_failures[host] = host_failures.get(host, 0) + 1
@@ -266,6 +273,7 @@ def _events(
     batch: _Batch,
     next_id: Any,
     pk: int,
+    execution_id: str,
     run_index: int,
     start: dt.datetime,
     end: dt.datetime | None,
@@ -280,8 +288,10 @@ def _events(
             Event,
             {
                 "id": event_id,
+                "execution_id": execution_id,
                 "execution_pk": pk,
                 "run_index": run_index,
+                "pending": False,
                 "delivery_key": f"{pk:08x}{event_id:016x}",
                 "kind": "event",
                 "event_type": event_type,
@@ -299,6 +309,7 @@ def _failures(
     next_id: Any,
     rng: random.Random,
     pk: int,
+    execution_id: str,
     run_index: int,
     hosts: list[str],
     at: dt.datetime,
@@ -330,8 +341,10 @@ def _failures(
             Event,
             {
                 "id": event_id,
+                "execution_id": execution_id,
                 "execution_pk": pk,
                 "run_index": run_index,
+                "pending": False,
                 "delivery_key": f"{pk:08x}{event_id:016x}",
                 "kind": "event",
                 "event_type": "runner_on_failed",
