@@ -21,7 +21,7 @@ from marshmallow import Schema, fields
 from werkzeug.routing import BaseConverter, Rule, UnicodeConverter
 
 from app.web.errors import ErrorSchema
-from app.web.inputs import MAX_ROW_ID, RowIdConverter, SegmentConverter
+from app.web.inputs import MAX_ROW_ID, SEGMENT, RowIdConverter, SegmentConverter
 
 View = TypeVar("View", bound=Callable[..., Any])
 SchemaRef = type[Schema] | Schema | Mapping[str, Any]
@@ -100,8 +100,10 @@ def documented(
 def _segment_schema(converter: type[BaseConverter]) -> dict[str, Any]:
     if issubclass(converter, RowIdConverter):
         return {"type": "integer", "minimum": 1, "maximum": MAX_ROW_ID}
-    if issubclass(converter, SegmentConverter | UnicodeConverter):
-        return {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}
+    if issubclass(converter, SegmentConverter):
+        return {"type": "string", "pattern": f"^{SEGMENT}$"}
+    if issubclass(converter, UnicodeConverter):
+        return {"type": "string", "pattern": "^[^/]+$"}
     raise TypeError(f"no OpenAPI schema for the converter {converter.__name__}")
 
 
@@ -164,7 +166,9 @@ def _operation(operation: Operation, path_parameters: list[dict[str, Any]]) -> d
         if answer.schema is not None:
             response["content"] = _content(answer.schema, answer.media_type)
         responses[str(answer.status)] = response
-    for status in operation.errors:
+    # A path segment its converter refuses matches no route: a 404 wherever there is one.
+    errors = set(operation.errors) | ({404} if path_parameters else set())
+    for status in sorted(errors):
         responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
     described["responses"] = responses
     described["security"] = [{"bearer": []}] if operation.secured else []

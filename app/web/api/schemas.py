@@ -9,6 +9,9 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, vali
 from app.models import RestartState
 from app.runner.documents import MAX_ID_LENGTH, STATUSES
 
+# PostgreSQL cannot compare text with a NUL character: a filter holding one is refused.
+NO_NUL = validate.Regexp(r"^[^\x00]*$", error="No NUL characters.")
+
 CURSOR = fields.String(
     validate=validate.Length(max=512),
     load_default=None,
@@ -32,9 +35,9 @@ class ExecutionListArgs(Schema):
         load_default=list,
         metadata={"description": "statuses to match (repeated, or comma-separated)"},
     )
-    account = fields.String(validate=validate.Length(min=1, max=128), load_default=None)
-    job = fields.String(validate=validate.Length(min=1, max=128), load_default=None)
-    host = fields.String(validate=validate.Length(min=1, max=255), load_default=None)
+    account = fields.String(validate=[validate.Length(min=1, max=128), NO_NUL], load_default=None)
+    job = fields.String(validate=[validate.Length(min=1, max=128), NO_NUL], load_default=None)
+    host = fields.String(validate=[validate.Length(min=1, max=255), NO_NUL], load_default=None)
     limit = fields.Integer(validate=validate.Range(min=1, max=500), load_default=50)
     cursor = CURSOR
 

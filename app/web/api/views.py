@@ -42,7 +42,7 @@ from app.web.api.schemas import (
     SignatureSchema,
 )
 from app.web.errors import Unauthorized, UnsupportedMediaType
-from app.web.inputs import loads_strict
+from app.web.inputs import check_storable, loads_strict
 from app.web.openapi import Answer, documented, openapi_document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -182,8 +182,9 @@ def _json_body() -> Any:
         raise UnsupportedMediaType("send the body as application/json")
     try:
         body = loads_strict(raw)
+        check_storable(body)
     except (ValueError, RecursionError):
-        raise Malformed("the body is not valid JSON") from None
+        raise Malformed("the body is not valid JSON text") from None
     if not isinstance(body, dict):
         raise Invalid("expected a JSON object", fields={"_schema": ["Expected an object."]})
     return body

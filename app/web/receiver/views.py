@@ -21,7 +21,7 @@ from app.web.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from app.web.inputs import loads_strict
+from app.web.inputs import check_storable, loads_strict
 from app.web.openapi import Answer, documented
 from app.web.proxy import Network, client_address, in_networks, parse_networks
 from app.web.receiver.schemas import CALLBACK_BODY, WEBHOOK_HEADERS, AcceptedSchema
@@ -41,22 +41,6 @@ _accepted = AcceptedSchema()
 ANSWER_GRACE = 5.0
 
 
-def _check_storable(body: Any) -> None:
-    """Refuse text no database can store: NUL characters and lone surrogates (\\ud800)."""
-    stack = [body]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend(value.keys())
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-        elif isinstance(value, str):
-            if "\x00" in value:
-                raise ValueError("NUL character")
-            value.encode("utf-8")  # raises UnicodeEncodeError (a ValueError) on surrogates
-
-
 def _read_json_body() -> tuple[Any, bytes]:
     settings = get_settings()
     mimetype = request.mimetype or ""
@@ -69,7 +53,7 @@ def _read_json_body() -> tuple[Any, bytes]:
         raise PayloadTooLarge(f"body larger than {settings.max_body_bytes} bytes")
     try:
         body = loads_strict(raw)
-        _check_storable(body)
+        check_storable(body)
     except (ValueError, RecursionError):
         raise Malformed("the body is not valid JSON text") from None
     return body, raw

@@ -38,7 +38,7 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-EXAMPLES = 10
+EXAMPLES = 15
 T0 = int(time.time() * 1000) - 600_000
 
 
