@@ -166,8 +166,10 @@ def _operation(operation: Operation, path_parameters: list[dict[str, Any]]) -> d
         if answer.schema is not None:
             response["content"] = _content(answer.schema, answer.media_type)
         responses[str(answer.status)] = response
-    # A path segment its converter refuses matches no route: a 404 wherever there is one.
+    # A path segment its converter refuses matches no route: a 404 wherever there is one;
+    # a body over RESPAWN_MAX_BODY_BYTES is a 413 wherever one is read.
     errors = set(operation.errors) | ({404} if path_parameters else set())
+    errors |= {413} if operation.body is not None else set()
     for status in sorted(errors):
         responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
     described["responses"] = responses
