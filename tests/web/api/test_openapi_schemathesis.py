@@ -21,6 +21,7 @@ import schemathesis
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -122,9 +123,17 @@ def test_every_answer_is_documented(seeded: Seeded) -> None:
                     case.path_parameters[name] = data.draw(st.sampled_from(seeded.values[name]))
             case.call_and_validate(headers=headers, checks=CHECKS)
 
-        try:
-            answers_as_documented()
-        except Exception as exc:  # noqa: BLE001  (each operation's failure is reported below)
-            failures[operation.label] = f"{type(exc).__name__}: {exc}"
+        for attempt in (1, 2):
+            try:
+                answers_as_documented()
+            except FlakyStrategyDefinition:
+                # Rarely, schemathesis does not build the same case twice from the same
+                # choices, a fault of its generation and no answer of ours: one more try.
+                if attempt == 2:
+                    failures[operation.label] = "schemathesis generated inconsistently twice"
+                continue
+            except Exception as exc:  # noqa: BLE001  (each operation's failure is reported below)
+                failures[operation.label] = f"{type(exc).__name__}: {exc}"
+            break
 
     assert failures == {}
