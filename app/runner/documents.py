@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
@@ -129,6 +129,12 @@ class _EpochMillis(fields.Field[int]):
     """
 
     default_error_messages = {"invalid": "Not a valid epoch time in milliseconds or seconds."}
+    json_schema: ClassVar[dict[str, Any]] = {
+        "type": ["integer", "number", "string"],
+        "minimum": 0,
+        "maximum": MAX_EPOCH_MS,
+        "description": "epoch milliseconds (seconds below 10^11), a number or numeric text",
+    }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool):
@@ -157,6 +163,13 @@ class _Identifier(fields.Field[str]):
         "invalid": "Not a valid identifier.",
         "unsafe": "Not a valid identifier: no '/', '\\', control characters, '.' or '..'.",
     }
+    json_schema: ClassVar[dict[str, Any]] = {
+        "type": ["string", "integer"],
+        "minLength": 1,
+        "maxLength": MAX_ID_LENGTH,
+        "pattern": r"^[^/\\\x00-\x1f\x7f-\x9f]*$",
+        "not": {"enum": [".", ".."]},
+    }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, str | int):
@@ -175,6 +188,10 @@ class _Status(fields.Field[str]):
     its status value, since the Runner never sends it again."""
 
     default_error_messages = {"invalid": "Not an execution status."}
+    json_schema: ClassVar[dict[str, Any]] = {
+        "type": ["string", "integer"],
+        "description": "case-insensitive: " + ", ".join(STATUSES) + "; another is kept as given",
+    }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, str | int):
@@ -190,6 +207,12 @@ class _HostList(fields.Field[list[str]]):
     placeholder, not a host."""
 
     default_error_messages = {"invalid": "Not a list of host ids."}
+    json_schema: ClassVar[dict[str, Any]] = {
+        "type": "array",
+        "maxItems": MAX_HOSTS,
+        "items": {"type": ["string", "number", "object"]},
+        "description": "host ids (or objects with an `id`); `[0]` means none",
+    }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
         if value is None:
@@ -210,7 +233,7 @@ class _HostList(fields.Field[list[str]]):
         return list(hosts)
 
 
-class _TimerSchema(Schema):
+class TimerSchema(Schema):
     class Meta:
         unknown = INCLUDE
 
@@ -218,7 +241,7 @@ class _TimerSchema(Schema):
     end = _EpochMillis(allow_none=True, load_default=None)
 
 
-class _ExecutionDocumentSchema(Schema):
+class ExecutionDocumentSchema(Schema):
     class Meta:
         unknown = INCLUDE
 
@@ -227,7 +250,7 @@ class _ExecutionDocumentSchema(Schema):
     account_alias = _Identifier(allow_none=True, load_default=None)
     status = _Status(allow_none=True, load_default=None)
     timers = fields.List(
-        fields.Nested(_TimerSchema),
+        fields.Nested(TimerSchema),
         allow_none=True,
         load_default=None,
         validate=validate.Length(max=10_000),
@@ -240,7 +263,7 @@ class _ExecutionDocumentSchema(Schema):
     id = _Identifier(allow_none=True, load_default=None)
 
 
-class _StatusEventSchema(Schema):
+class StatusEventSchema(Schema):
     class Meta:
         unknown = INCLUDE
 
@@ -255,8 +278,8 @@ class _StatusEventSchema(Schema):
 
 
 # One instance each: a schema is reusable and building one is the costly part.
-_DOCUMENT_SCHEMA = _ExecutionDocumentSchema()
-_EVENT_SCHEMA = _StatusEventSchema()
+_DOCUMENT_SCHEMA = ExecutionDocumentSchema()
+_EVENT_SCHEMA = StatusEventSchema()
 _DOCUMENT_FIELDS = frozenset(_DOCUMENT_SCHEMA.fields)
 _EVENT_FIELDS = frozenset(_EVENT_SCHEMA.fields)
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
+from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException, SecurityError
 
 from app.core.errors import Conflict, DomainError, Invalid, Malformed, NotFound
@@ -40,6 +41,28 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     Conflict: 409,
     Invalid: 422,
 }
+
+
+class ErrorSchema(Schema):
+    """Every error answer of the API and the receiver (the admin UI shows a page instead)."""
+
+    error = fields.String(
+        required=True, metadata={"description": "a short code, e.g. `invalid`, `not_found`"}
+    )
+    message = fields.String(required=True, metadata={"description": "for people; may change"})
+    field_messages = fields.Dict(
+        keys=fields.String(),
+        required=True,
+        attribute="fields",
+        data_key="fields",
+        metadata={
+            "description": "field name -> its messages (for an array, keyed by item index); "
+            "`_schema` for the body as a whole"
+        },
+    )
+
+
+_ERROR = ErrorSchema()
 
 
 class HTTPError(Exception):
@@ -100,9 +123,11 @@ def status_of(exc: DomainError) -> int:
 
 
 def error_response(
-    status: int, code: str, message: str, fields: Mapping[str, Any] | None = None
+    status: int, code: str, message: str, field_messages: Mapping[str, Any] | None = None
 ) -> Response:
-    response = jsonify({"error": code, "message": message, "fields": dict(fields or {})})
+    response = jsonify(
+        _ERROR.dump({"error": code, "message": message, "fields": dict(field_messages or {})})
+    )
     response.status_code = status
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="respawn"'

@@ -30,6 +30,23 @@ def loads_strict(raw: bytes | str) -> Any:
     return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite)
 
 
+def check_storable(body: Any) -> None:
+    """Refuse text no database can store: NUL characters and lone surrogates (\\ud800),
+    anywhere in a parsed JSON body (ValueError)."""
+    stack = [body]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("NUL character")
+            value.encode("utf-8")  # raises UnicodeEncodeError (a ValueError) on surrogates
+
+
 class RowIdConverter(BaseConverter):
     """`<row_id:name>`: a database row id, 1..2^31-1; anything else matches no route (404)."""
 
@@ -45,11 +62,17 @@ class RowIdConverter(BaseConverter):
         return str(int(value))
 
 
+SEGMENT = r"[^/\x00-\x1f\x7f]+"
+"""What an id in a path may hold: no `/`, and no control character, which no id from the
+Runner has (`app.runner.documents`) and PostgreSQL cannot store (NUL)."""
+
+
 class SegmentConverter(BaseConverter):
     """`<segment:name>`: an id from the Runner inside one path segment. Built URLs encode
-    every reserved character, and dot segments, so no id can step into another path."""
+    every reserved character, and dot segments, so no id can step into another path. A
+    segment with a control character matches no route (404)."""
 
-    regex = r"[^/]+"
+    regex = SEGMENT
 
     def to_url(self, value: Any) -> str:
         return quote_segment(str(value))

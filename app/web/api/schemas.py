@@ -1,24 +1,45 @@
-"""The JSON API's query arguments and answers."""
+"""The JSON API's query arguments, bodies and answers; the OpenAPI document is made from them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
 
-from app.runner.documents import STATUSES
+from app.models import RestartState
+from app.runner.documents import MAX_ID_LENGTH, STATUSES
+
+# PostgreSQL cannot compare text with a NUL character: a filter holding one is refused.
+NO_NUL = validate.Regexp(r"^[^\x00]*$", error="No NUL characters.")
+
+CURSOR = fields.String(
+    validate=validate.Length(max=512),
+    load_default=None,
+    metadata={
+        "description": "`next_cursor` of the previous page (unpadded base64url)",
+        "pattern": "^[A-Za-z0-9_-]*$",
+    },
+)
+NEXT_CURSOR = fields.String(
+    allow_none=True,
+    metadata={"description": "the cursor of the next page; null on the last one"},
+)
 
 
 class ExecutionListArgs(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    status = fields.List(fields.String(validate=validate.OneOf(STATUSES)), load_default=list)
-    account = fields.String(validate=validate.Length(min=1, max=128), load_default=None)
-    job = fields.String(validate=validate.Length(min=1, max=128), load_default=None)
-    host = fields.String(validate=validate.Length(min=1, max=255), load_default=None)
+    status = fields.List(
+        fields.String(validate=validate.OneOf(STATUSES)),
+        load_default=list,
+        metadata={"description": "statuses to match (repeated, or comma-separated)"},
+    )
+    account = fields.String(validate=[validate.Length(min=1, max=128), NO_NUL], load_default=None)
+    job = fields.String(validate=[validate.Length(min=1, max=128), NO_NUL], load_default=None)
+    host = fields.String(validate=[validate.Length(min=1, max=255), NO_NUL], load_default=None)
     limit = fields.Integer(validate=validate.Range(min=1, max=500), load_default=50)
-    cursor = fields.String(validate=validate.Length(max=512), load_default=None)
+    cursor = CURSOR
 
     @pre_load
     def _split_status(self, data: Any, **_kwargs: Any) -> Any:
@@ -36,10 +57,17 @@ class PageArgs(Schema):
         unknown = EXCLUDE
 
     limit = fields.Integer(validate=validate.Range(min=1, max=500), load_default=100)
-    cursor = fields.String(validate=validate.Length(max=512), load_default=None)
+    cursor = CURSOR
 
 
 class HostRef(fields.Field[str]):
+    json_schema: ClassVar[dict[str, Any]] = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": r"\S",
+    }
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if not isinstance(value, str) or not value.strip() or len(value) > 255:
             raise ValidationError("Not a host id.")
@@ -50,9 +78,21 @@ class ManualRestartArgs(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    hosts = fields.List(HostRef(), load_default=None, allow_none=True)
+    hosts = fields.List(
+        HostRef(),
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "hosts to restart; null or absent: every failed host"},
+    )
     all_failed = fields.Boolean(load_default=True)
     reason = fields.String(validate=validate.Length(max=255), load_default=None)
+
+
+class PauseArgs(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    reason = fields.String(validate=validate.Length(max=255), allow_none=True, load_default=None)
 
 
 class RunSchema(Schema):
@@ -96,8 +136,8 @@ class HostFailureSchema(Schema):
 class DecisionSchema(Schema):
     id = fields.Integer()
     run = fields.Integer(attribute="run_index")
-    origin = fields.String()
-    action = fields.String()
+    origin = fields.String(metadata={"enum": ["policy", "manual", "release"]})
+    action = fields.String(metadata={"enum": ["restart", "skip", "held"]})
     hosts = fields.List(fields.String())
     excluded_hosts = fields.List(fields.Dict())
     due_at = fields.AwareDateTime(allow_none=True)
@@ -127,13 +167,13 @@ class RestartSchema(Schema):
     decision_id = fields.Integer()
     run = fields.Integer(attribute="run_index")
     manual = fields.Boolean()
-    state = fields.String()
+    state = fields.String(metadata={"enum": [state.value for state in RestartState]})
     hosts = fields.List(fields.String())
     due_at = fields.AwareDateTime()
     attempts = fields.Integer()
     outcome = fields.String(allow_none=True)
     outcome_detail = fields.String(allow_none=True)
-    result = fields.String(allow_none=True)
+    result = fields.String(allow_none=True, metadata={"enum": ["succeeded", "failed_again", None]})
     sent_at = fields.AwareDateTime(allow_none=True)
     completed_at = fields.AwareDateTime(allow_none=True)
     cancelled_by = fields.String(allow_none=True)
@@ -143,7 +183,7 @@ class RestartSchema(Schema):
 class EventSchema(Schema):
     id = fields.Integer()
     run = fields.Integer(attribute="run_index")
-    kind = fields.String()
+    kind = fields.String(metadata={"enum": ["event", "document"]})
     event_type = fields.String(allow_none=True)
     event_id = fields.String(allow_none=True)
     host = fields.String(allow_none=True)
@@ -159,7 +199,9 @@ class SignatureSchema(Schema):
     failure_class = fields.String()
     text = fields.String()
     open = fields.Boolean()
-    until = fields.Method("_until", allow_none=True)
+    until = fields.Method(
+        "_until", allow_none=True, metadata={"type": "string", "format": "date-time"}
+    )
     executions = fields.Integer()
     jobs = fields.List(fields.String())
     held = fields.Integer()
@@ -169,3 +211,64 @@ class SignatureSchema(Schema):
     def _until(self, view: Any) -> str | None:
         state = view.state
         return state.until.isoformat() if state is not None and state.until else None
+
+
+class ExecutionPageSchema(Schema):
+    items = fields.List(fields.Nested(ExecutionSummarySchema))
+    next_cursor = NEXT_CURSOR
+
+
+class RestartDetailSchema(RestartSchema):
+    attempt_log = fields.List(fields.Nested(AttemptSchema))
+
+
+class ExecutionDetailSchema(ExecutionSummarySchema):
+    job_description = fields.String(allow_none=True)
+    repository_log = fields.Raw(allow_none=True, metadata={"description": "as the Runner sent it"})
+    timers = fields.List(fields.Nested(RunSchema), metadata={"description": "one per run"})
+    host_failures = fields.List(fields.Nested(HostFailureSchema))
+    decisions = fields.List(fields.Nested(DecisionSchema))
+    restarts = fields.List(fields.Nested(RestartDetailSchema))
+
+
+class EventPageSchema(Schema):
+    items = fields.List(fields.Nested(EventSchema))
+    next_cursor = NEXT_CURSOR
+
+
+class QueuedRestartSchema(Schema):
+    decision = fields.Nested(DecisionSchema)
+    restart = fields.Nested(RestartSchema)
+
+
+class PauseSchema(Schema):
+    scope = fields.Function(
+        lambda pause: "job" if pause.job_id else "global",
+        metadata={"type": "string", "enum": ["global", "job"]},
+    )
+    job_id = fields.Function(
+        lambda pause: pause.job_id or None,
+        allow_none=True,
+        metadata={"type": "string", "maxLength": MAX_ID_LENGTH},
+    )
+    paused_by = fields.String()
+    reason = fields.String(allow_none=True)
+    paused_at = fields.AwareDateTime()
+
+
+class PauseListSchema(Schema):
+    items = fields.List(fields.Nested(PauseSchema))
+
+
+class PauseStateSchema(Schema):
+    paused = fields.Boolean()
+    scope = fields.String(metadata={"description": "`global`, or the job id"})
+
+
+class SignatureListSchema(Schema):
+    items = fields.List(fields.Nested(SignatureSchema))
+
+
+class ClosedSignatureSchema(SignatureSchema):
+    released = fields.Integer(metadata={"description": "held restarts let go now"})
+    dropped = fields.Integer(metadata={"description": "held restarts no longer wanted"})

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
 from sqlalchemy.orm import Session
 
@@ -25,33 +25,40 @@ from app.core.stats import list_pauses
 from app.db import utcnow
 from app.extensions import current_policy, get_session, get_settings, wake_dispatcher
 from app.web.access import token_known
-from app.web.api.openapi import openapi_document
 from app.web.api.schemas import (
-    AttemptSchema,
-    DecisionSchema,
-    EventSchema,
+    ClosedSignatureSchema,
+    EventPageSchema,
+    ExecutionDetailSchema,
     ExecutionListArgs,
-    ExecutionSummarySchema,
-    HostFailureSchema,
+    ExecutionPageSchema,
     ManualRestartArgs,
     PageArgs,
+    PauseArgs,
+    PauseListSchema,
+    PauseStateSchema,
+    QueuedRestartSchema,
     RestartSchema,
-    RunSchema,
+    SignatureListSchema,
     SignatureSchema,
 )
 from app.web.errors import Unauthorized, UnsupportedMediaType
-from app.web.inputs import loads_strict
+from app.web.inputs import check_storable, loads_strict
+from app.web.openapi import Answer, documented, openapi_document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-_summary = ExecutionSummarySchema()
-_runs = RunSchema(many=True)
-_failures = HostFailureSchema(many=True)
-_decisions = DecisionSchema(many=True)
-_restarts = RestartSchema(many=True)
-_attempts = AttemptSchema(many=True)
-_events = EventSchema(many=True)
-_signatures = SignatureSchema(many=True)
+_execution_page = ExecutionPageSchema()
+_execution_detail = ExecutionDetailSchema()
+_event_page = EventPageSchema()
+_queued = QueuedRestartSchema()
+_restart = RestartSchema()
+_pauses = PauseListSchema()
+_pause_state = PauseStateSchema()
+_signatures = SignatureListSchema()
+_signature = SignatureSchema()
+_closed = ClosedSignatureSchema()
+
+API = "api"
 
 
 @bp.before_request
@@ -76,47 +83,89 @@ def load_args(schema: Schema, data: Any) -> dict[str, Any]:
     return loaded
 
 
+class _With:
+    """A row seen through a schema with a few more attributes (the detail's extra parts)."""
+
+    def __init__(self, row: object, **extra: Any) -> None:
+        self._row = row
+        self.__dict__.update(extra)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, name)
+
+
 def serialize_detail(detail: ExecutionDetail) -> dict[str, Any]:
-    body: dict[str, Any] = _summary.dump(detail.execution)
-    body["job_description"] = detail.job.description if detail.job else None
-    body["repository_log"] = detail.execution.repository_log
-    body["timers"] = _runs.dump(detail.runs)
-    body["host_failures"] = _failures.dump(detail.failures)
-    body["decisions"] = _decisions.dump(detail.decisions)
-    restarts = _restarts.dump(detail.restarts)
-    for restart, dumped in zip(detail.restarts, restarts, strict=True):
-        dumped["attempt_log"] = _attempts.dump(detail.attempts.get(restart.id, []))
-    body["restarts"] = restarts
+    restarts = [
+        _With(restart, attempt_log=detail.attempts.get(restart.id, []))
+        for restart in detail.restarts
+    ]
+    view = _With(
+        detail.execution,
+        job_description=detail.job.description if detail.job else None,
+        timers=detail.runs,
+        host_failures=detail.failures,
+        decisions=detail.decisions,
+        restarts=restarts,
+    )
+    body: dict[str, Any] = _execution_detail.dump(view)
     return body
 
 
 @bp.get("/openapi.json")
+@documented(
+    "This document",
+    Answer(200, "the OpenAPI 3.1 description of the HTTP interface", {"type": "object"}),
+    tag=API,
+)
 def openapi() -> Response:
-    return jsonify(openapi_document())
+    return jsonify(openapi_document(current_app))
 
 
 @bp.get("/executions")
+@documented(
+    "Executions, newest activity first (keyset pages, stable under inserts)",
+    Answer(200, "a page", ExecutionPageSchema),
+    errors=(400, 422),
+    query=ExecutionListArgs,
+    secured=True,
+    tag=API,
+)
 def executions_index() -> Response:
     args = load_args(ExecutionListArgs(), request.args)
     filters = ExecutionFilters(
         status=tuple(args["status"]), account=args["account"], job=args["job"], host=args["host"]
     )
     page = list_executions(get_session(), filters, args["limit"], args["cursor"])
-    return jsonify({"items": _summary.dump(page.items, many=True), "next_cursor": page.next_cursor})
+    return jsonify(_execution_page.dump(page))
 
 
 @bp.get("/executions/<segment:execution_id>")
+@documented(
+    "State, timers (one per run), host failures, decisions, restarts and their attempts",
+    Answer(200, "the execution", ExecutionDetailSchema),
+    errors=(404,),
+    secured=True,
+    tag=API,
+)
 def executions_show(execution_id: str) -> Response:
     return jsonify(serialize_detail(execution_detail(get_session(), execution_id)))
 
 
 @bp.get("/executions/<segment:execution_id>/events")
+@documented(
+    "Stored deliveries in the order received, payloads redacted",
+    Answer(200, "a page", EventPageSchema),
+    errors=(400, 404, 422),
+    query=PageArgs,
+    secured=True,
+    tag=API,
+)
 def executions_events(execution_id: str) -> Response:
     args = load_args(PageArgs(), request.args)
     session = get_session()
     execution = get_execution(session, execution_id)
     page = list_events(session, execution, args["limit"], args["cursor"])
-    return jsonify({"items": _events.dump(page.items), "next_cursor": page.next_cursor})
+    return jsonify(_event_page.dump(page))
 
 
 def _actor() -> str:
@@ -133,8 +182,9 @@ def _json_body() -> Any:
         raise UnsupportedMediaType("send the body as application/json")
     try:
         body = loads_strict(raw)
+        check_storable(body)
     except (ValueError, RecursionError):
-        raise Malformed("the body is not valid JSON") from None
+        raise Malformed("the body is not valid JSON text") from None
     if not isinstance(body, dict):
         raise Invalid("expected a JSON object", fields={"_schema": ["Expected an object."]})
     return body
@@ -148,6 +198,14 @@ def _committed(work: Callable[[Session], Any]) -> Any:
 
 
 @bp.post("/executions/<segment:execution_id>/restart")
+@documented(
+    "Queue a manual restart (every failed host unless `hosts` names some)",
+    Answer(202, "queued: the decision and the restart", QueuedRestartSchema),
+    errors=(400, 404, 409, 415, 422),
+    body=ManualRestartArgs,
+    secured=True,
+    tag=API,
+)
 def executions_restart(execution_id: str) -> tuple[Response, int]:
     args = load_args(ManualRestartArgs(), _json_body())
     policy = current_policy().policy
@@ -157,17 +215,20 @@ def executions_restart(execution_id: str) -> tuple[Response, int]:
         )
     )
     wake_dispatcher()
-    body = {
-        "decision": _decisions.dump([stored.decision])[0],
-        "restart": _restarts.dump([stored.restart])[0],
-    }
-    return jsonify(body), 202
+    return jsonify(_queued.dump(stored)), 202
 
 
 @bp.post("/restarts/<row_id:restart_id>/cancel")
+@documented(
+    "Cancel a restart that has not been sent (pending or held)",
+    Answer(200, "cancelled", RestartSchema),
+    errors=(404, 409),
+    secured=True,
+    tag=API,
+)
 def restarts_cancel(restart_id: int) -> Response:
     restart = _committed(lambda s: cancel_restart(s, restart_id, _actor(), utcnow()))
-    return jsonify(_restarts.dump([restart])[0])
+    return jsonify(_restart.dump(restart))
 
 
 def _pause_key(scope: str) -> str | None:
@@ -175,38 +236,42 @@ def _pause_key(scope: str) -> str | None:
 
 
 @bp.get("/pauses")
+@documented(
+    "Pauses of automatic restarts in force",
+    Answer(200, "the pauses", PauseListSchema),
+    secured=True,
+    tag=API,
+)
 def pauses_index() -> Response:
-    pauses = list_pauses(get_session())
-    return jsonify(
-        {
-            "items": [
-                {
-                    "scope": "global" if not p.job_id else "job",
-                    "job_id": p.job_id or None,
-                    "paused_by": p.paused_by,
-                    "reason": p.reason,
-                    "paused_at": p.paused_at.isoformat(),
-                }
-                for p in pauses
-            ]
-        }
-    )
+    return jsonify(_pauses.dump({"items": list_pauses(get_session())}))
 
 
 @bp.put("/pauses/global", defaults={"job_id": "global"})
 @bp.put("/pauses/jobs/<segment:job_id>")
+@documented(
+    "Pause automatic restarts (of every job, or of one)",
+    Answer(200, "paused", PauseStateSchema),
+    errors=(400, 415, 422),
+    body=PauseArgs,
+    secured=True,
+    tag=API,
+)
 def pauses_put(job_id: str) -> tuple[Response, int]:
-    body = _json_body()
-    reason = body.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > 255):
-        raise Invalid("invalid reason", fields={"reason": ["At most 255 characters."]})
+    reason = load_args(PauseArgs(), _json_body())["reason"]
     policy = current_policy().policy
     _committed(lambda s: pause_automatic(s, _pause_key(job_id), _actor(), utcnow(), reason, policy))
-    return jsonify({"paused": True, "scope": job_id}), 200
+    return jsonify(_pause_state.dump({"paused": True, "scope": job_id})), 200
 
 
 @bp.delete("/pauses/global", defaults={"job_id": "global"})
 @bp.delete("/pauses/jobs/<segment:job_id>")
+@documented(
+    "Resume automatic restarts (of every job, or of one)",
+    Answer(200, "resumed", PauseStateSchema),
+    errors=(404,),
+    secured=True,
+    tag=API,
+)
 def pauses_delete(job_id: str) -> Response:
     policy = current_policy().policy
     resumed = _committed(
@@ -215,31 +280,49 @@ def pauses_delete(job_id: str) -> Response:
     if not resumed:
         raise NotFound("automatic restarts were not paused there")
     wake_dispatcher()
-    return jsonify({"paused": False, "scope": job_id})
+    return jsonify(_pause_state.dump({"paused": False, "scope": job_id}))
 
 
 @bp.get("/signatures")
+@documented(
+    "Error signatures whose breaker is open, or that still hold restarts",
+    Answer(200, "the signatures", SignatureListSchema),
+    secured=True,
+    tag=API,
+)
 def signatures_index() -> Response:
-    """Error signatures whose breaker is open, or that still hold restarts."""
     views = open_signatures(get_session(), current_policy().policy, utcnow())
-    return jsonify({"items": _signatures.dump(views)})
+    return jsonify(_signatures.dump({"items": views}))
 
 
 @bp.get("/signatures/<segment:key>")
+@documented(
+    "One error signature and its breaker",
+    Answer(200, "the signature", SignatureSchema),
+    errors=(404,),
+    secured=True,
+    tag=API,
+)
 def signatures_show(key: str) -> Response:
     view = signature_view(get_session(), current_policy().policy, key, utcnow())
     if view is None:
         raise NotFound(f"no error signature {key!r}")
-    return jsonify(_signatures.dump([view])[0])
+    return jsonify(_signature.dump(view))
 
 
 @bp.post("/signatures/<segment:key>/close")
+@documented(
+    "Close a signature's breaker by hand (audited): the restarts it held are released",
+    Answer(200, "closed; what became of the restarts it held", ClosedSignatureSchema),
+    errors=(404,),
+    secured=True,
+    tag=API,
+)
 def signatures_close(key: str) -> Response:
-    """Close a signature's breaker by hand (audited): the restarts it held are released."""
     policy = current_policy().policy
     now = utcnow()
     _, released = _committed(lambda s: close_signature(s, key, _actor(), now, policy))
     wake_dispatcher()
     view = signature_view(get_session(), policy, key, now)
-    body = _signatures.dump([view])[0] if view is not None else {"key": key}
-    return jsonify({**body, "released": released.released, "dropped": released.dropped})
+    counts = {"released": released.released, "dropped": released.dropped}
+    return jsonify(_closed.dump(_With(view, **counts) if view else {"key": key, **counts}))

@@ -16,14 +16,22 @@ from app.core.stats import breaker_view, dispatcher_backlog, quarantined_hosts
 from app.db import utcnow
 from app.extensions import get_engine, get_runtime, policy_source
 from app.policy import ActiveBlackout, blackout_at
+from app.web.health.schemas import LivenessSchema, ReadinessSchema
+from app.web.openapi import Answer, documented
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
 
 
+HEALTH = "health"
+_liveness = LivenessSchema()
+_readiness = ReadinessSchema()
+
+
 @bp.get("/healthz")
+@documented("Liveness: the process answers", Answer(200, "alive", LivenessSchema), tag=HEALTH)
 def healthz() -> Response:
-    return jsonify({"status": "ok"})
+    return jsonify(_liveness.dump({"status": "ok"}))
 
 
 def _policy_status() -> dict[str, Any]:
@@ -50,6 +58,12 @@ def _blackout() -> ActiveBlackout | None:
 
 
 @bp.get("/readyz")
+@documented(
+    "Readiness: the database answers, the schema is at head, a policy is loaded",
+    Answer(200, "ready", ReadinessSchema),
+    Answer(503, "not ready; `checks` says why", ReadinessSchema),
+    tag=HEALTH,
+)
 def readyz() -> Response:
     checks: dict[str, Any] = {}
     ready = True
@@ -71,7 +85,7 @@ def readyz() -> Response:
     notes = get_runtime().notes
     if notes:
         checks["notes"] = dict(notes)
-    response = jsonify({"ready": ready, "checks": checks})
+    response = jsonify(_readiness.dump({"ready": ready, "checks": checks}))
     response.status_code = 200 if ready else 503
     return response
 
@@ -90,6 +104,11 @@ def _intake_status(database_up: bool) -> dict[str, Any]:
 
 
 @bp.get("/metrics")
+@documented(
+    "Prometheus metrics of every process of the instance (docs/operations.md)",
+    Answer(200, "the text exposition format", {"type": "string"}, media_type="text/plain"),
+    tag=HEALTH,
+)
 def metrics() -> Response:
     runtime = get_runtime()
     app_metrics.SPOOL_DEPTH.set(runtime.intake.spool.depth())

@@ -21,8 +21,10 @@ from app.web.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from app.web.inputs import loads_strict
+from app.web.inputs import check_storable, loads_strict
+from app.web.openapi import Answer, documented
 from app.web.proxy import Network, client_address, in_networks, parse_networks
+from app.web.receiver.schemas import CALLBACK_BODY, WEBHOOK_HEADERS, AcceptedSchema
 
 bp = Blueprint("receiver", __name__)
 log = logging.getLogger(__name__)
@@ -33,24 +35,10 @@ def callback_networks(values: tuple[str, ...]) -> tuple[Network, ...]:
     return parse_networks(values)
 
 
+_accepted = AcceptedSchema()
+
 # Beyond the intake's own database timeout: the spool's fsync, the batch ahead of this one.
 ANSWER_GRACE = 5.0
-
-
-def _check_storable(body: Any) -> None:
-    """Refuse text no database can store: NUL characters and lone surrogates (\\ud800)."""
-    stack = [body]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend(value.keys())
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-        elif isinstance(value, str):
-            if "\x00" in value:
-                raise ValueError("NUL character")
-            value.encode("utf-8")  # raises UnicodeEncodeError (a ValueError) on surrogates
 
 
 def _read_json_body() -> tuple[Any, bytes]:
@@ -65,14 +53,25 @@ def _read_json_body() -> tuple[Any, bytes]:
         raise PayloadTooLarge(f"body larger than {settings.max_body_bytes} bytes")
     try:
         body = loads_strict(raw)
-        _check_storable(body)
+        check_storable(body)
     except (ValueError, RecursionError):
         raise Malformed("the body is not valid JSON text") from None
     return body, raw
 
 
 @bp.post("/callbacks/<token>")
+@documented(
+    "Receive a status event, an execution document, or an array of them",
+    Answer(202, "stored, duplicates counted and not stored", AcceptedSchema),
+    errors=(400, 401, 404, 413, 415, 422, 503),
+    body=CALLBACK_BODY,
+    body_required=True,
+    headers=WEBHOOK_HEADERS,
+    tag="receiver",
+)
 def receive_callback(token: str) -> Response:
+    """The token is one of RESPAWN_CALLBACK_TOKENS: an unknown one is a 404 before the body
+    is read. With RESPAWN_WEBHOOK_SECRET, deliveries carry Standard Webhooks signatures."""
     settings = get_settings()
     if settings.callback_allow_from and not in_networks(
         client_address(), callback_networks(settings.callback_allow_from)
@@ -109,6 +108,6 @@ def receive_callback(token: str) -> Response:
         metrics.CALLBACKS.labels(outcome="unavailable").inc()
         raise ServiceUnavailable("the delivery could not be stored; retry it") from None
     metrics.CALLBACKS.labels(outcome="spooled" if answer.spooled else "accepted").inc()
-    response = jsonify({"accepted": answer.accepted, "duplicates": answer.duplicates})
+    response = jsonify(_accepted.dump(answer))
     response.status_code = 202
     return response

@@ -147,6 +147,41 @@ def test_pause_and_resume(app: Flask, client: FlaskClient, api_headers: dict[str
     )
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        # Text no database stores: refused as malformed, never a 500 on PostgreSQL.
+        ("put", "/api/v1/pauses/global", '{"reason": "a\\u0000b"}', 400),
+        ("put", "/api/v1/pauses/global", '{"reason": "\\ud800"}', 400),
+        ("post", f"/api/v1/executions/{EXECUTION_ID}/restart", '{"hosts": ["w\\u0000"]}', 400),
+        ("post", f"/api/v1/executions/{EXECUTION_ID}/restart", '{"reason": "\\udfff"}', 400),
+        # A filter with a NUL is invalid; an id with a control character names nothing.
+        ("get", "/api/v1/executions?account=a%00b", None, 422),
+        ("get", "/api/v1/executions?host=%00", None, 422),
+        ("put", "/api/v1/pauses/jobs/job%00", "{}", 404),
+        ("get", "/api/v1/executions/exec%1F1", None, 404),
+        ("get", "/api/v1/signatures/k%00", None, 404),
+    ],
+)
+def test_text_no_database_stores_is_refused(
+    failed: FlaskClient,
+    api_headers: dict[str, str],
+    method: str,
+    path: str,
+    body: str | None,
+    status: int,
+) -> None:
+    kwargs: dict[str, Any] = {"headers": api_headers}
+    if body is not None:
+        kwargs.update(data=body, content_type="application/json")
+
+    response = getattr(failed, method)(path, **kwargs)
+
+    assert response.status_code == status
+    assert set(response.get_json()) == {"error", "message", "fields"}
+    assert failed.get("/api/v1/pauses", headers=api_headers).get_json() == {"items": []}
+
+
 def test_actions_need_a_token(failed: FlaskClient) -> None:
     assert failed.post(f"/api/v1/executions/{EXECUTION_ID}/restart").status_code == 401
     assert failed.put("/api/v1/pauses/global").status_code == 401
