@@ -91,7 +91,8 @@ def test_invalid_file_at_start_refuses_to_start(tmp_path: Path, clocks: Clocks) 
         source_for(path, clocks)
     assert [str(p) for p in caught.value.problems] == [
         f"{path}:4: unknown key 'retries' in rules[0]; expected one of: name, description, when, "
-        "action, hosts, max_restarts, backoff, deadline, require_unchanged, ignore_blackouts, notify"
+        "action, hosts, max_restarts, backoff, deadline, require_unchanged, ignore_blackouts, "
+        "notify"
     ]
 
 
