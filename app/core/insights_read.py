@@ -20,6 +20,8 @@ from app.models import Decision, Execution, FailureSignature, InsightCount
 TOP_ITEMS = 5
 """Jobs and hosts shown per signature."""
 EXAMPLES = 3
+MAX_RUNS_READ = 4
+"""Decisions read per example wanted (an execution decided on several runs shows once)."""
 
 
 @dataclass
@@ -134,16 +136,20 @@ def signature_stats(
             item.by_wait.setdefault(int(row.item), Tally()).add(row)
     for key in keys:
         item = stats[key]
+        # The latest decisions; one execution's runs are several, so a few more are read.
         latest = session.execute(
             select(Execution.execution_id, Decision.created_at, Decision.rule)
             .join(Execution, Execution.id == Decision.execution_pk)
             .where(Decision.signature == key, Decision.origin == "policy")
             .order_by(Decision.created_at.desc(), Decision.id.desc())
-            .limit(EXAMPLES if detail else 1)
+            .limit(EXAMPLES * (MAX_RUNS_READ if detail else 0) + 1)
         ).all()
         item.rule = latest[0].rule if latest else None
         if detail:
-            item.examples = [Example(r.execution_id, r.created_at) for r in latest]
+            seen: dict[str, Example] = {}
+            for execution_id, at, _ in latest:
+                seen.setdefault(execution_id, Example(execution_id, at))
+            item.examples = list(seen.values())[:EXAMPLES]
     if detail:
         _top_items(session, keys, stats)
     return [stats[key] for key in keys]
