@@ -101,11 +101,12 @@ def planted_patterns(scale: int = 1) -> list[Pattern]:
     ]  # fmt: skip
 
 
-def bench_patterns(rng: random.Random, scale: int) -> list[Pattern]:
-    """Many signatures with odds drawn at random around each kind, for precision and recall."""
+def bench_patterns(rng: random.Random, scale: float = 1.0) -> list[Pattern]:
+    """Many signatures with odds drawn at random around each kind, for precision and recall:
+    about 1,400 failing executions times `scale`."""
     found: list[Pattern] = []
     for k in range(4):
-        n, w = rng.randint(30, 60) * scale, WORDS[k]
+        n, w = max(1, round(rng.randint(30, 60) * scale)), WORDS[k]
         found += [
             Pattern(f"never-{k}", "unreachable", f"host group {w} unreachable: refused port {{n}}",
                     n, "skip", first=rng.uniform(0, 0.04), later=rng.uniform(0, 0.04)),
@@ -120,7 +121,7 @@ def bench_patterns(rng: random.Random, scale: int) -> list[Pattern]:
         odds = rng.uniform(0.8, 0.98)
         found.append(
             Pattern(f"healthy-{k}", "task_failed", f"transient error {w} in step {{n}}",
-                    rng.randint(30, 80) * scale, None, first=odds, later=odds)
+                    max(1, round(rng.randint(30, 80) * scale)), None, first=odds, later=odds)
         )  # fmt: skip
     for k in range(20):
         w = f"{WORDS[k % 26]}-{WORDS[-1 - k % 26]}"

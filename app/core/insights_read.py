@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -36,9 +37,10 @@ class Tally:
     host_failed_other: int = 0
     recovery_seconds: float = 0.0
 
-    def add(self, row: InsightCount) -> None:
+    def add(self, row: Any) -> None:
+        """Add a row's counters (an `InsightCount`, or a row of sums labelled alike)."""
         for name in COUNTERS:
-            setattr(self, name, getattr(self, name) + getattr(row, name))
+            setattr(self, name, getattr(self, name) + (getattr(row, name) or 0))
 
     @property
     def never_finished(self) -> int:
@@ -118,22 +120,27 @@ def signature_stats(
         )
         for key in keys
     }
-    rows = session.scalars(
-        select(InsightCount).where(
-            InsightCount.signature.in_(keys),
-            InsightCount.scope.in_((ALL, ATTEMPT, WAIT)),
-            InsightCount.day >= since,
-        )
+    sums = [func.sum(InsightCount.__table__.c[name]).label(name) for name in COUNTERS]
+    recent = (InsightCount.signature.in_(keys), InsightCount.day >= since)
+    # Summed in the database: one row per signature and day, attempt or wait.
+    daily = session.execute(
+        select(InsightCount.signature, InsightCount.day, *sums)
+        .where(InsightCount.scope == ALL, *recent)
+        .group_by(InsightCount.signature, InsightCount.day)
     )
-    for row in rows:
+    for row in daily:
         item = stats[row.signature]
-        if row.scope == ALL:
-            item.total.add(row)
-            item.by_day.setdefault(row.day, Tally()).add(row)
-        elif row.scope == ATTEMPT:
-            item.by_attempt.setdefault(int(row.item), Tally()).add(row)
-        else:
-            item.by_wait.setdefault(int(row.item), Tally()).add(row)
+        item.total.add(row)
+        item.by_day.setdefault(row.day, Tally()).add(row)
+    split = session.execute(
+        select(InsightCount.signature, InsightCount.scope, InsightCount.item, *sums)
+        .where(InsightCount.scope.in_((ATTEMPT, WAIT)), *recent)
+        .group_by(InsightCount.signature, InsightCount.scope, InsightCount.item)
+    )
+    for row in split:
+        item = stats[row.signature]
+        into = item.by_attempt if row.scope == ATTEMPT else item.by_wait
+        into.setdefault(int(row.item), Tally()).add(row)
     for key in keys:
         item = stats[key]
         # The latest decisions; one execution's runs are several, so a few more are read.
