@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Connection
 
 from app.core.insights import rebuild
@@ -148,9 +148,19 @@ class _Rows:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.rows: dict[Any, list[dict[str, Any]]] = {model: [] for model in self.ORDER}
-        self.ids = dict.fromkeys(self.ORDER, 0)
+        # Ids go on from what is stored: a history can be planted over another one.
+        self.ids: dict[Any, int] = {
+            model: connection.scalar(select(func.coalesce(func.max(model.id), 0))) or 0
+            for model in self.ORDER[1:]
+        }
+        self.ids[FailureSignature] = 0
+        self.known = set(connection.scalars(select(FailureSignature.key)))
 
     def add(self, model: Any, row: dict[str, Any]) -> int:
+        if model is FailureSignature:
+            if row["key"] in self.known:
+                return 0
+            self.known.add(row["key"])
         self.ids[model] += 1
         if model is not FailureSignature:
             row = {"id": self.ids[model], **row}
@@ -165,7 +175,7 @@ class _Rows:
     def flush(self) -> None:
         for model in self.ORDER:
             if self.rows[model]:
-                self.connection.execute(insert(model.__table__), self.rows[model])
+                self.connection.execute(insert(model), self.rows[model])
                 self.rows[model] = []
 
 
@@ -191,6 +201,7 @@ def plant(
     try:
         with engine.begin() as connection:
             rows = _Rows(connection)
+            first = (rows.ids[Execution], rows.ids[Decision])
             for pattern in patterns:
                 found = failure_signature(
                     (PolicyHostFailure("h", pattern.failure_class, pattern.message.format(n=1)),)
@@ -237,7 +248,7 @@ def plant(
             rebuild(session)
     finally:
         engine.dispose()
-    return Planted(keys, expected, rows.ids[Execution], rows.ids[Decision])
+    return Planted(keys, expected, rows.ids[Execution] - first[0], rows.ids[Decision] - first[1])
 
 
 def _execution(
