@@ -37,17 +37,24 @@ from bench.reads import _log_in
 NAME = "insights"
 TITLE = "Restart insights: suggestion accuracy and cost at scale"
 FAILING_SHARE = 0.2
-PLANTED_PER_SCALE = 1400
+PLANTED_PER_SCALE = 1950
+ACCURACY_SCALES = (2.0, 0.5)
+"""History sizes for precision and recall: at 0.5x, a signature has some 15 to 40 restarts."""
 """Failing executions `bench_patterns` plants at scale 1 (about)."""
 
 
 def _accuracy(ctx: Context) -> None:
+    for scale in ACCURACY_SCALES:
+        _accuracy_at(ctx, scale)
+
+
+def _accuracy_at(ctx: Context, scale: float) -> None:
     policy = parse_policy(PLANT_POLICY, "plant.yaml")
     rows = []
     totals = {"tp": 0, "fp": 0, "fn": 0}
     for seed in range(ctx.size(6, 2)):
         with ctx.databases.database("sqlite") as url:
-            planted = plant(url, bench_patterns(random.Random(seed), 2.0), seed=seed)
+            planted = plant(url, bench_patterns(random.Random(seed), scale), seed=seed)
             engine = make_engine(url)
             with Session(engine) as session:
                 keys, _ = rank_signatures(session, _first_day(), 1000)
@@ -66,7 +73,8 @@ def _accuracy(ctx: Context) -> None:
     recall = totals["tp"] / max(totals["tp"] + totals["fn"], 1)
     rows.append(["all", "", "", "", str(totals["tp"]), str(totals["fp"]), str(totals["fn"])])
     table(
-        "Suggestions against planted patterns (min-samples 10)",
+        f"Suggestions against planted patterns, {scale:g}x (about {PLANTED_PER_SCALE * scale:,.0f} "
+        "failing executions a history; min-samples 10)",
         ["seed", "signatures", "planted", "suggested", "right", "wrong", "missed"],
         rows,
         f"precision {precision:.3f}, recall {recall:.3f}",

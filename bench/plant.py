@@ -103,7 +103,7 @@ def planted_patterns(scale: int = 1) -> list[Pattern]:
 
 def bench_patterns(rng: random.Random, scale: float = 1.0) -> list[Pattern]:
     """Many signatures with odds drawn at random around each kind, for precision and recall:
-    about 1,400 failing executions times `scale`."""
+    about 1,950 failing executions times `scale`."""
     found: list[Pattern] = []
     for k in range(4):
         n, w = max(1, round(rng.randint(30, 60) * scale)), WORDS[k]
@@ -115,6 +115,19 @@ def bench_patterns(rng: random.Random, scale: float = 1.0) -> list[Pattern]:
             Pattern(f"long-wait-{k}", "task_failed", f"mirror {w} answered 503 for {{n}}", n * 2,
                     "backoff", first=rng.uniform(0, 0.1), later=rng.uniform(0, 0.1),
                     late=rng.uniform(0.7, 0.95), waits=LONG_WAITS),
+        ]  # fmt: skip
+    # Harder cases: rarely helped (a skip is right), slowly helped on the second try (a higher
+    # max_restarts is right), and a coin toss at every attempt and wait (no change is right).
+    for k in range(4):
+        n, w = max(1, round(rng.randint(30, 60) * scale)), WORDS[10 + k]
+        found += [
+            Pattern(f"rarely-{k}", "unreachable", f"vpn {w} tunnel down: refused port {{n}}",
+                    n, "skip", first=rng.uniform(0.05, 0.12), later=rng.uniform(0.05, 0.12)),
+            Pattern(f"slow-second-{k}", "task_failed", f"queue {w} busy, job {{n}} waits", n,
+                    "max_restarts", first=rng.uniform(0.15, 0.3), later=rng.uniform(0.55, 0.75)),
+            Pattern(f"coin-{k}", "task_failed", f"flaky test {w} failed in run {{n}}", n, None,
+                    first=(odds := rng.uniform(0.35, 0.6)), later=odds, late=odds,
+                    waits=LONG_WAITS),
         ]  # fmt: skip
     for k in range(12):
         w = WORDS[k]
