@@ -85,7 +85,9 @@ def _first_day() -> dt.date:
     return (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).date()
 
 
-def _measure(ctx: Context, kind: str, size: int) -> dict[str, tuple[float, float, int]]:
+def _measure(
+    ctx: Context, kind: str, size: int, with_backtest: bool = True
+) -> dict[str, tuple[float, float, int]]:
     failing = size * FAILING_SHARE
     scale = failing / PLANTED_PER_SCALE
     results: dict[str, tuple[float, float, int]] = {}
@@ -131,8 +133,9 @@ def _measure(ctx: Context, kind: str, size: int) -> dict[str, tuple[float, float
                 "policy suggest --no-backtest": command("--no-backtest"),
             }
             samples = interleave(subjects, ctx.size(30, 5), budget_seconds=ctx.size(90, 15))
-        full = interleave({"policy suggest (with backtests)": command()}, ctx.size(3, 1))
-        samples.update(full)
+        if with_backtest:
+            full = interleave({"policy suggest (with backtests)": command()}, ctx.size(3, 1))
+            samples.update(full)
         for name, sample in samples.items():
             results[name] = (sample.median, sample.p95, len(sample.per_unit))
         results["(seeded)"] = (seeded, seeded, planted.executions)
