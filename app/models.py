@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     Float,
     ForeignKey,
     Index,
@@ -414,3 +415,38 @@ class RouteMute(Base):
     until: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     muted_by: Mapped[str] = mapped_column(String(128))
     muted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InsightCount(Base):
+    """Restart insights, kept as counters (`app.core.insights`): per error signature, one row
+    per scope (`all`, `attempt`, `wait`, `job`, `host`), item within it and day of the failure.
+
+    Updated in the transactions that record a failure's decision, a restart's sending and the
+    end of the run it started; `respawn insights rebuild` recomputes them from the record.
+    """
+
+    __tablename__ = "insight_counts"
+    __table_args__ = (
+        # The Insights page ranks signatures by their `all` rows within a span of days.
+        Index("ix_insight_counts_scope_day", "scope", "day", "signature"),
+    )
+
+    signature: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)
+    item: Mapped[str] = mapped_column(String(255), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    """Failed runs with this signature that the policy decided."""
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    """Automatic restarts sent (the Runner accepted them)."""
+    hosts: Mapped[int] = mapped_column(Integer, default=0)
+    """Hosts those restarts named (a restart without a host list counts as one)."""
+    settled: Mapped[int] = mapped_column(Integer, default=0)
+    """Restarts whose run has ended."""
+    recovered: Mapped[int] = mapped_column(Integer, default=0)
+    """Restarts whose run ended with none of the hosts they named failing."""
+    host_succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    host_failed_same: Mapped[int] = mapped_column(Integer, default=0)
+    host_failed_other: Mapped[int] = mapped_column(Integer, default=0)
+    recovery_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    """Sum over recovered restarts of the time from the execution's first failure."""

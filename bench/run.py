@@ -22,7 +22,9 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `app` importa
 
 from bench.common import DEFAULT_POSTGRES_URL, Context, Databases, guard_loopback, quiet_logs
 
-BENCHMARKS = ("ingest", "latency", "receiver", "decision", "reads", "dispatcher", "backtest")
+BENCHMARKS = (
+    "ingest", "latency", "receiver", "decision", "reads", "dispatcher", "backtest", "insights",
+)  # fmt: skip
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -16,6 +16,7 @@ COMMANDS = {
     "policy": "app.cli.policy:policy_group",
     "user": "app.cli.users:user_group",
     "notify": "app.cli.notify:notify_group",
+    "insights": "app.cli.insights:insights_group",
     "simulator": "app.simulator.commands:simulator_command",
 }
 

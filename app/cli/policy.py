@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from app.cli.common import runtime_from_env
+from app.cli.insights import suggest_command
 from app.core import backtest
 from app.core.backtest import BacktestReport, Tally, Verdict
 from app.core.decisions import decision_input
@@ -42,7 +43,10 @@ POLICY_FILE = click.Path(dir_okay=False, path_type=Path)
 
 @click.group("policy")
 def policy_group() -> None:
-    """Check, explain and backtest restart policies."""
+    """Check, explain, backtest and suggest restart policies."""
+
+
+policy_group.add_command(suggest_command)
 
 
 def _load_or_fail(file: Path, missing: str = "no such file") -> Policy:

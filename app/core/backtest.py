@@ -120,6 +120,10 @@ class BacktestReport:
     saved: int = 0
     """Failures the current policy restarted that the candidate held or skipped as systemic
     or for a blackout: the restarts its round-two guards would have saved."""
+    recoveries_kept: int = 0
+    """Restarts the current policy made whose next run succeeded, that the candidate makes too."""
+    recoveries_lost: int = 0
+    """... that the candidate does not make (it skips them, or the run would not happen)."""
 
 
 # --- the simulation -----------------------------------------------------------------------------
@@ -394,6 +398,8 @@ class _Comparison:
     differ: int = 0
     action_differs: int = 0
     saved: int = 0
+    kept: int = 0
+    lost: int = 0
     samples: list[Difference] = field(default_factory=list)
 
     def add(self, item: Stored, decision: PolicyDecision | None) -> None:
@@ -401,6 +407,12 @@ class _Comparison:
         self.versions[item.policy_version] += 1
         current = item.verdict
         self.current.add(current, item.job_id, item.excluded_codes)
+        outcome = item.next_outcome
+        if current.action == "restart" and outcome is not None and not outcome.failed_again:
+            if decision is not None and decision.queued:
+                self.kept += 1
+            else:
+                self.lost += 1
         if decision is None:
             self.not_reached += 1
             self.not_reached_restarted += current.action == "restart"
@@ -468,4 +480,6 @@ def run_backtest(
         per_host=_top(current.per_host, proposed.per_host),
         samples=tuple(comparison.samples),
         saved=comparison.saved,
+        recoveries_kept=comparison.kept,
+        recoveries_lost=comparison.lost,
     )

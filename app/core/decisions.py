@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app import metrics
 from app.core.errors import Conflict, Invalid
+from app.core.insights import record_failure
 from app.core.lifecycle import transition
 from app.core.notifications import Notice, notify
 from app.core.stats import (
@@ -236,6 +237,8 @@ def store_decision(
     )
     session.add(row)
     session.flush()
+    if origin == "policy" and signature is not None:
+        record_failure(session, signature.key, execution.job_id, now)
     restart = None
     if decision.queued and origin == "policy":
         restart = _queue_restart(session, execution, row, decision.due_at or now, now, True)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.core.decisions import DecideResult, decide_failed_runs
 from app.core.deliveries import Delivery, parse_item
+from app.core.insights import record_restart_outcomes
 from app.core.runs import ExecutionState, apply_document, apply_event
 from app.db import insert_ignoring_conflicts, locked
 from app.models import Event, Execution, ExecutionRun
@@ -155,6 +156,9 @@ def process(
     for state in states.values():
         state.finish()
     session.flush()
+    # Judged once the batch is applied: a run's closing stats name its failed hosts after
+    # its final status.
+    record_restart_outcomes(session, [i for state in states.values() for i in state.settled])
     if done:
         session.execute(
             update(_EVENTS)

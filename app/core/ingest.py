@@ -26,6 +26,7 @@ from app.core.deliveries import (
     parse_deliveries,
 )
 from app.core.inbox import process, store
+from app.core.insights import record_restart_outcomes
 from app.core.runs import ExecutionState, set_status
 from app.models import Execution, ExecutionRun
 from app.policy import Policy
@@ -118,3 +119,4 @@ def advance_to_run(
     state = ExecutionState(execution, runs)
     set_status(session, state, run_index, status, now)
     state.finish()
+    record_restart_outcomes(session, state.settled)

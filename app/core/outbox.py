@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from app import metrics
 from app.core.ingest import advance_to_run, record_documents
+from app.core.insights import record_restart_sent
 from app.core.lifecycle import FINAL_STATES, TRANSITIONS, IllegalTransition, cancel, transition
 from app.core.notifications import Notice, notify
 from app.db import locked
@@ -376,6 +377,7 @@ def record_result(
     transition(restart, state, now)
     if state == RestartState.DONE:
         restart.sent_at = restart.sent_at or now
+        record_restart_sent(session, restart)
         execution = _locked_execution(session, restart.execution_pk)
         if execution is not None:
             execution.restart_count += 1

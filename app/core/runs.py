@@ -50,6 +50,8 @@ class ExecutionState:
         self._failed_changed = False
         self.results: set[int] = set()
         """Runs whose `playbook_result` was applied in this batch."""
+        self.settled: list[int] = []
+        """Restarts whose run ended in this batch (their outcome is counted once it is done)."""
 
     def run(self, session: Session, index: int) -> ExecutionRun:
         run = self.runs.get(index)
@@ -114,7 +116,7 @@ def set_status(
         if status in FAILED_STATUSES and execution.first_failure_at is None:
             execution.first_failure_at = min(at, dt.datetime.now(dt.UTC))
         if rank == FINAL_RANK and run_index > 0:
-            record_restart_result(session, execution, run_index, status, at)
+            state.settled += record_restart_result(session, execution, run_index, status, at)
     if rank > status_rank(run.status):
         run.status = status
     execution.run_count = max(execution.run_count, run_index + 1)
@@ -122,18 +124,28 @@ def set_status(
 
 def record_restart_result(
     session: Session, execution: Execution, run_index: int, status: str, at: dt.datetime
-) -> None:
-    """The run a restart started has ended: remember whether it failed again (the breaker)."""
-    session.execute(
-        update(Restart)
-        .where(
-            Restart.execution_pk == execution.id,
-            Restart.run_index == run_index - 1,
-            Restart.state == RestartState.DONE,
-            Restart.result.is_(None),
+) -> list[int]:
+    """The run a restart started has ended: remember whether it failed again (the breaker).
+    Returns the restarts whose result this recorded."""
+    ids = list(
+        session.scalars(
+            select(Restart.id).where(
+                Restart.execution_pk == execution.id,
+                Restart.run_index == run_index - 1,
+                Restart.state == RestartState.DONE,
+                Restart.result.is_(None),
+            )
         )
-        .values(result="failed_again" if status in FAILED_STATUSES else "succeeded", result_at=at)
     )
+    if ids:
+        session.execute(
+            update(Restart)
+            .where(Restart.id.in_(ids))
+            .values(
+                result="failed_again" if status in FAILED_STATUSES else "succeeded", result_at=at
+            )
+        )
+    return ids
 
 
 def note_failed_host(

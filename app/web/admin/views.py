@@ -64,6 +64,7 @@ from app.web.admin.forms import (
     RestartForm,
     errors_text,
 )
+from app.web.admin.insights import insights_page
 from app.web.errors import Forbidden, Unauthorized
 from app.web.proxy import client_address
 
@@ -488,6 +489,15 @@ def notifications() -> str:
     return render_template(
         "admin/notifications.html", data=data, form=MuteForm(), can_act=_user().is_operator
     )
+
+
+@bp.get("/insights")
+def insights() -> str:
+    page = request.args.get("page", default=1, type=int) or 1
+    session = get_session()
+    data = insights_page(session, _loaded_policy().policy, utcnow(), max(1, min(page, 10_000)))
+    _done_reading(session)
+    return render_template("admin/insights.html", data=data)
 
 
 @bp.post("/notifications/mute")
