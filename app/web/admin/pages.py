@@ -78,7 +78,7 @@ from app.policy import (
     explain_decision,
     format_duration,
 )
-from app.policy.notify_model import NotifyConfig
+from app.policy.notify_model import NotifyConfig, Route
 from app.redact import redact
 from app.runner.documents import FAILED_STATUSES, FINAL_STATUSES
 from app.web.admin.timeline import Timeline, build_timeline
@@ -218,16 +218,24 @@ class NotificationsPage:
     counts: dict[str, int]
 
 
+def _route_takes(route: Route) -> str:
+    """What a route takes, in words: its events and the jobs, accounts and rules it names."""
+    parts = [", ".join(e.replace("_", " ") for e in route.events) or "every event"]
+    for label, names in (
+        ("jobs", [g.pattern for g in route.jobs]),
+        ("accounts", [g.pattern for g in route.accounts]),
+        ("rules", list(route.rules)),
+    ):
+        if names:
+            parts.append(f"{label} {', '.join(names)}")
+    return " · ".join(parts)
+
+
 def notifications_page(session: Session, policy: Policy, now: dt.datetime) -> NotificationsPage:
     config = policy.notify
     mutes = {m.route: m for m in active_mutes(session, now)}
     routes = [
-        RouteLine(
-            r.name,
-            ", ".join(e.replace("_", " ") for e in r.events) or "every event",
-            ", ".join(r.channels),
-            mutes.get(r.name),
-        )
+        RouteLine(r.name, _route_takes(r), ", ".join(r.channels), mutes.get(r.name))
         for r in config.routes
     ]
     if config.default:
