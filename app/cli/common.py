@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,8 +11,19 @@ from flask import Flask
 
 from app.config import ConfigError, Settings, load_settings
 from app.logging_setup import configure_logging
-from app.policy import PolicyError
+from app.policy import PolicyError, parse_duration
 from app.runtime import Runtime
+
+
+def positive_duration(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.timedelta:
+    """A click callback: a duration such as `30d` or `6h`, longer than nothing."""
+    try:
+        duration = parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not duration:
+        raise click.BadParameter("must be longer than 0s")
+    return duration
 
 
 def instance_path() -> str:

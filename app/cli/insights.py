@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from app.cli.common import runtime_from_env
+from app.cli.common import positive_duration, runtime_from_env
 from app.core import backtest, insights, suggest
 from app.core.backtest import BacktestReport
 from app.core.insights_read import rank_signatures, signature_stats
 from app.db import utcnow
-from app.policy import PolicyError, format_duration, parse_duration, parse_policy
+from app.policy import PolicyError, format_duration, parse_policy
 
 MAX_SIGNATURES = 1000
 """Signatures `policy suggest` looks at: the busiest within --since."""
@@ -40,23 +40,13 @@ def rebuild_command() -> None:
     )
 
 
-def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.timedelta:
-    try:
-        duration = parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    if not duration:
-        raise click.BadParameter("must be longer than 0s")
-    return duration
-
-
 @click.command("suggest")
 @click.option(
     "--since",
     default="30d",
     metavar="DURATION",
     show_default=True,
-    callback=_duration,
+    callback=positive_duration,
     help="learn from the failures of this long before now (whole days)",
 )
 @click.option(

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from app.cli.common import runtime_from_env
+from app.cli.common import positive_duration, runtime_from_env
 from app.cli.insights import suggest_command
 from app.core import backtest
 from app.core.backtest import BacktestReport, Tally, Verdict
@@ -34,7 +34,6 @@ from app.policy import (
     explain_decision,
     format_duration,
     format_explanation,
-    parse_duration,
 )
 from app.runner.documents import FAILED_STATUSES
 
@@ -231,16 +230,6 @@ def _explanation_dict(explanation: Explanation) -> dict[str, Any]:
 # --- backtest -----------------------------------------------------------------------------------
 
 
-def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.timedelta:
-    try:
-        duration = parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    if not duration:
-        raise click.BadParameter("must be longer than 0s")
-    return duration
-
-
 @policy_group.command("backtest")
 @click.option(
     "--policy", "policy_file", type=POLICY_FILE, required=True, help="the candidate policy file"
@@ -250,7 +239,7 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.ti
     default="30d",
     metavar="DURATION",
     show_default=True,
-    callback=_duration,
+    callback=positive_duration,
     help="replay the failures decided within this long before now (30s, 10m, 6h, 30d)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print JSON")

@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,15 +236,9 @@ def _server_app(tmp: Path, sqlite_template: Path) -> Flask:
     return app
 
 
-@pytest.fixture(scope="module")
-def live_server(
-    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
-) -> Iterator[LiveServer]:
-    app = _server_app(tmp_path_factory.mktemp("browser"), sqlite_template)
-    # "lena" signs out, which ends every session of hers: the others keep theirs.
-    for name, role in (("olivia", "operator"), ("victor", "viewer"), ("lena", "operator")):
-        save_user(app, name, role, PASSWORD)
-    seeded = seed(app, dt.datetime.now(dt.UTC))
+@contextmanager
+def serving(app: Flask, seeded: Seeded) -> Iterator[LiveServer]:
+    """`app` over real HTTP on a free loopback port, in a thread, until the block ends."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
     thread.start()
@@ -254,6 +249,18 @@ def live_server(
         server.server_close()
         thread.join(timeout=5)
         get_runtime(app).engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
+) -> Iterator[LiveServer]:
+    app = _server_app(tmp_path_factory.mktemp("browser"), sqlite_template)
+    # "lena" signs out, which ends every session of hers: the others keep theirs.
+    for name, role in (("olivia", "operator"), ("victor", "viewer"), ("lena", "operator")):
+        save_user(app, name, role, PASSWORD)
+    with serving(app, seed(app, dt.datetime.now(dt.UTC))) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
 from app import create_app
-from app.extensions import get_runtime
 from bench.plant import PLANT_POLICY, Planted, plant, planted_patterns
-from tests.browser.conftest import LiveServer, Seeded
+from tests.browser.conftest import LiveServer, Seeded, serving
 from tests.conftest import CALLBACK_TOKEN
 from tests.helpers import save_user
 
@@ -48,16 +45,8 @@ def planted_server(
         }
     )
     save_user(app, "olivia", "operator", "correct-horse-battery")
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="insights-server", daemon=True)
-    thread.start()
-    try:
-        yield LiveServer(app, f"http://127.0.0.1:{server.server_port}", Seeded()), planted
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        get_runtime(app).engine.dispose()
+    with serving(app, Seeded()) as server:
+        yield server, planted
 
 
 @pytest.fixture(scope="module")

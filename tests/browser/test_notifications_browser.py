@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
 from app import create_app
 from app.core.notifications import (
@@ -25,7 +23,7 @@ from app.core.notifications import (
 from app.db import utcnow
 from app.extensions import get_runtime
 from app.models import Execution
-from tests.browser.conftest import LiveServer, Seeded
+from tests.browser.conftest import LiveServer, Seeded, serving
 from tests.conftest import CALLBACK_TOKEN
 from tests.helpers import save_user, transaction
 
@@ -112,16 +110,8 @@ def notify_server(
     )
     save_user(app, "olivia", "operator", "correct-horse-battery")
     _seed(app)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="notify-server", daemon=True)
-    thread.start()
-    try:
-        yield LiveServer(app, f"http://127.0.0.1:{server.server_port}", Seeded())
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        get_runtime(app).engine.dispose()
+    with serving(app, Seeded()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
