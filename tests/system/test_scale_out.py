@@ -401,8 +401,9 @@ def test_two_instances_and_two_workers_share_one_database(database: str, tmp_pat
             "quarantine": 2,
             "breaker_open": 2,
         }
-        # Every restart sent exactly once: one attempt each, one call each at the Runner.
-        assert sorted(restarts) == [("done", 1)] * 5
+        # Every restart sent exactly once: each done, one call each at the Runner (a busy
+        # machine may cost an attempt that never reached it, e.g. a connection refused).
+        assert [state for state, _ in restarts] == ["done"] * 5
         received = runner.restarts_received()
         assert received == dict.fromkeys(restarted, 1)
         assert sum(1 for eid in budget if eid in restarted) == 3
