@@ -4,6 +4,7 @@ instance, so after N callbacks each scrape, whichever worker answers it, says N.
 from __future__ import annotations
 
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,6 +39,10 @@ def test_every_scrape_counts_every_worker(tmp_path: Path) -> None:
     )
     migrate_cli(env)
     with serve(env, tmp_path, workers=2) as served:
+        # The server answers once one worker is up; wait for the second to have booted.
+        deadline = time.monotonic() + 60
+        while len(served.workers()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert len(served.workers()) == 2
 
         def post(n: int) -> int:
