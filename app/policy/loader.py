@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Final
+from typing import Any, Final, TypeVar
 
 import yaml
 
@@ -87,6 +88,11 @@ def parse_policy(text: str, source: str = "policy.yaml") -> Policy:
     return _Parser(text, source).parse()
 
 
+D = TypeVar("D", bound=Any)
+FieldReader = Callable[[yaml.Node, str], object | None]
+"""Reads one field's node (with its path for messages); None when it cannot."""
+
+
 class _Parser(ScheduleReader[Policy], NotifyReader[Policy]):
     """The policy file's sections, read with `NodeReader`."""
 
@@ -141,6 +147,17 @@ class _Parser(ScheduleReader[Policy], NotifyReader[Policy]):
             source=self.source,
             warnings=tuple(self.warnings),
         )
+
+    def fields(self, base: D, found: Entries, path: str, **readers: FieldReader) -> D:
+        """``base`` with each key of ``readers`` that ``found`` holds read (``path.key`` in
+        messages) and set; a value that cannot be read leaves the field as it was."""
+        result = base
+        for key, read in readers.items():
+            if key in found:
+                value = read(found[key][1], f"{path}.{key}")
+                if value is not None:
+                    result = replace(result, **{key: value})
+        return result
 
     def settings(self, entries: Entries, path: str, base: Settings, *, inherited: bool) -> Settings:
         """``base`` with the settings keys found in ``entries`` applied."""
@@ -201,23 +218,15 @@ class _Parser(ScheduleReader[Policy], NotifyReader[Policy]):
         entries = self.mapping(node, path, BACKOFF_KEYS, " such as {initial: 30s, factor: 2}")
         if entries is None:
             return None
-        result = base
-        if "initial" in entries:
-            initial = self.duration(entries["initial"][1], f"{path}.initial", positive=False)
-            if initial is not None:
-                result = replace(result, initial=initial)
-        if "factor" in entries:
-            factor = self.number(entries["factor"][1], f"{path}.factor", 1.0, 1000.0)
-            if factor is not None:
-                result = replace(result, factor=factor)
-        if "max" in entries:
-            longest = self.duration(entries["max"][1], f"{path}.max", positive=False)
-            if longest is not None:
-                result = replace(result, max=longest)
-        if "jitter" in entries:
-            jitter = self.number(entries["jitter"][1], f"{path}.jitter", 0.0, 1.0)
-            if jitter is not None:
-                result = replace(result, jitter=jitter)
+        result = self.fields(
+            base,
+            entries,
+            path,
+            initial=lambda n, p: self.duration(n, p, positive=False),
+            factor=lambda n, p: self.number(n, p, 1.0, 1000.0),
+            max=lambda n, p: self.duration(n, p, positive=False),
+            jitter=lambda n, p: self.number(n, p, 0.0, 1.0),
+        )
         if result.initial > result.max:
             source = " (max comes from defaults)" if inherited and "max" not in entries else ""
             self.error(
@@ -376,16 +385,13 @@ class _Parser(ScheduleReader[Policy], NotifyReader[Policy]):
         found = self.mapping(node, path, BUDGET_KEYS, hint)
         if found is None:
             return default
-        result = default
-        if "restarts" in found:
-            restarts = self.integer(found["restarts"][1], f"{path}.restarts", 0, MAX_BUDGET)
-            if restarts is not None:
-                result = replace(result, restarts=restarts)
-        if "window" in found:
-            window = self.duration(found["window"][1], f"{path}.window", positive=True)
-            if window is not None:
-                result = replace(result, window=window)
-        return result
+        return self.fields(
+            default,
+            found,
+            path,
+            restarts=lambda n, p: self.integer(n, p, 0, MAX_BUDGET),
+            window=lambda n, p: self.duration(n, p, positive=True),
+        )
 
     def host_limit(self, entries: Entries) -> HostLimit | None:
         default = HostLimit()
@@ -399,20 +405,14 @@ class _Parser(ScheduleReader[Policy], NotifyReader[Policy]):
         found = self.mapping(node, path, PER_HOST_KEYS, hint)
         if found is None:
             return default
-        result = default
-        if "failures" in found:
-            failures = self.integer(found["failures"][1], f"{path}.failures", 1, MAX_BUDGET)
-            if failures is not None:
-                result = replace(result, failures=failures)
-        if "window" in found:
-            window = self.duration(found["window"][1], f"{path}.window", positive=True)
-            if window is not None:
-                result = replace(result, window=window)
-        if "quarantine" in found:
-            quarantine = self.duration(found["quarantine"][1], f"{path}.quarantine", positive=True)
-            if quarantine is not None:
-                result = replace(result, quarantine=quarantine)
-        return result
+        return self.fields(
+            default,
+            found,
+            path,
+            failures=lambda n, p: self.integer(n, p, 1, MAX_BUDGET),
+            window=lambda n, p: self.duration(n, p, positive=True),
+            quarantine=lambda n, p: self.duration(n, p, positive=True),
+        )
 
     def breaker(self, node: yaml.Node) -> tuple[CircuitBreaker | None, SignatureBreaker | None]:
         """The fleet breaker and the per-signature one; ``circuit_breaker: null`` turns off
@@ -429,25 +429,15 @@ class _Parser(ScheduleReader[Policy], NotifyReader[Policy]):
             per_signature = self.signature_breaker(
                 found["per_signature"][1], f"{path}.per_signature"
             )
-        result = default
-        if "failure_ratio" in found:
-            ratio = self.number(
-                found["failure_ratio"][1], f"{path}.failure_ratio", 0.0, 1.0, above_minimum=True
-            )
-            if ratio is not None:
-                result = replace(result, failure_ratio=ratio)
-        if "min_restarts" in found:
-            count = self.integer(found["min_restarts"][1], f"{path}.min_restarts", 1, MAX_BUDGET)
-            if count is not None:
-                result = replace(result, min_restarts=count)
-        if "window" in found:
-            window = self.duration(found["window"][1], f"{path}.window", positive=True)
-            if window is not None:
-                result = replace(result, window=window)
-        if "cool_down" in found:
-            cool_down = self.duration(found["cool_down"][1], f"{path}.cool_down", positive=False)
-            if cool_down is not None:
-                result = replace(result, cool_down=cool_down)
+        result = self.fields(
+            default,
+            found,
+            path,
+            failure_ratio=lambda n, p: self.number(n, p, 0.0, 1.0, above_minimum=True),
+            min_restarts=lambda n, p: self.integer(n, p, 1, MAX_BUDGET),
+            window=lambda n, p: self.duration(n, p, positive=True),
+            cool_down=lambda n, p: self.duration(n, p, positive=False),
+        )
         return result, per_signature
 
     def signature_breaker(self, node: yaml.Node, path: str) -> SignatureBreaker | None:
@@ -458,23 +448,15 @@ class _Parser(ScheduleReader[Policy], NotifyReader[Policy]):
         found = self.mapping(node, path, PER_SIGNATURE_KEYS, hint)
         if found is None:
             return default
-        result = default
-        if "executions" in found:
-            count = self.integer(found["executions"][1], f"{path}.executions", 1, MAX_BUDGET)
-            if count is not None:
-                result = replace(result, executions=count)
-        if "jobs" in found:
-            count = self.integer(found["jobs"][1], f"{path}.jobs", 1, MAX_BUDGET)
-            if count is not None:
-                result = replace(result, jobs=count)
-        if "window" in found:
-            window = self.duration(found["window"][1], f"{path}.window", positive=True)
-            if window is not None:
-                result = replace(result, window=window)
-        if "cool_down" in found:
-            cool_down = self.duration(found["cool_down"][1], f"{path}.cool_down", positive=False)
-            if cool_down is not None:
-                result = replace(result, cool_down=cool_down)
+        result = self.fields(
+            default,
+            found,
+            path,
+            executions=lambda n, p: self.integer(n, p, 1, MAX_BUDGET),
+            jobs=lambda n, p: self.integer(n, p, 1, MAX_BUDGET),
+            window=lambda n, p: self.duration(n, p, positive=True),
+            cool_down=lambda n, p: self.duration(n, p, positive=False),
+        )
         if result.jobs > result.executions:
             self.warn(
                 node.start_mark.line + 1,
