@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -37,3 +38,14 @@ def sign_in(client: FlaskClient, name: str, password: str) -> None:
         "/admin/login", data={"csrf_token": found.group(1), "name": name, "password": password}
     )
     assert response.status_code == 302, response.get_data(as_text=True)
+
+
+def cli_env(database_url: str, policy_file: Path, **extra: str) -> dict[str, str]:
+    """The environment a `respawn` command of the tests runs with (click's runner)."""
+    return {
+        "RESPAWN_DATABASE_URL": database_url,
+        "RESPAWN_SECRET_KEY": "cli-test-secret-key-0123456789abcdef",
+        "RESPAWN_CALLBACK_TOKENS": "callback-token-0123456789",
+        "RESPAWN_POLICY_FILE": str(policy_file),
+        **extra,
+    }

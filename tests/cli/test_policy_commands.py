@@ -26,7 +26,7 @@ from app.models import Decision
 from app.policy import parse_policy
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import EXECUTION_ID, failing_run_events
-from tests.helpers import transaction
+from tests.helpers import cli_env, transaction
 
 URL = f"/callbacks/{CALLBACK_TOKEN}"
 # Recent, so the default deadline (6h after the first failure) has not passed.
@@ -52,14 +52,8 @@ rules:
 @pytest.fixture
 def env(database_url: str, policy_file: Path) -> dict[str, str]:
     policy_file.write_text(POLICY)
-    return {
-        "RESPAWN_DATABASE_URL": database_url,
-        "RESPAWN_SECRET_KEY": "cli-test-secret-key-0123456789abcdef",
-        "RESPAWN_CALLBACK_TOKENS": CALLBACK_TOKEN,
-        "RESPAWN_POLICY_FILE": str(policy_file),
-        "RESPAWN_DISPATCHER": "off",
-        "RESPAWN_LOG_LEVEL": "WARNING",
-    }
+    env = cli_env(database_url, policy_file, RESPAWN_DISPATCHER="off", RESPAWN_LOG_LEVEL="WARNING")
+    return env | {"RESPAWN_CALLBACK_TOKENS": CALLBACK_TOKEN}
 
 
 @pytest.fixture

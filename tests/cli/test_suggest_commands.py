@@ -13,19 +13,14 @@ from app.cli import main
 from app.policy import parse_policy
 from bench.plant import PLANT_POLICY, Planted, plant, planted_patterns
 from tests.conftest import CALLBACK_TOKEN
+from tests.helpers import cli_env
 
 
 @pytest.fixture
 def env(database_url: str, policy_file: Path) -> dict[str, str]:
     policy_file.write_text(PLANT_POLICY)
-    return {
-        "RESPAWN_DATABASE_URL": database_url,
-        "RESPAWN_SECRET_KEY": "cli-test-secret-key-0123456789abcdef",
-        "RESPAWN_CALLBACK_TOKENS": CALLBACK_TOKEN,
-        "RESPAWN_POLICY_FILE": str(policy_file),
-        "RESPAWN_DISPATCHER": "off",
-        "RESPAWN_LOG_LEVEL": "WARNING",
-    }
+    env = cli_env(database_url, policy_file, RESPAWN_DISPATCHER="off", RESPAWN_LOG_LEVEL="WARNING")
+    return env | {"RESPAWN_CALLBACK_TOKENS": CALLBACK_TOKEN}
 
 
 @pytest.fixture

@@ -10,24 +10,23 @@ import pytest
 from click.testing import CliRunner, Result
 
 from app.cli import main
+from tests.helpers import cli_env
 from tests.notify.conftest import BASE_POLICY, PLANTED, PUBLIC_URL, Receivers
 
 
 @pytest.fixture
 def env(receivers: Receivers, policy_file: Path, tmp_path: Path) -> dict[str, str]:
     policy_file.write_text(BASE_POLICY + receivers.notify_yaml())
-    return {
-        "RESPAWN_DATABASE_URL": f"sqlite:///{tmp_path / 'unused.db'}",
-        "RESPAWN_SECRET_KEY": "cli-test-secret-key-0123456789abcdef",
-        "RESPAWN_CALLBACK_TOKENS": "callback-token-0123456789",
-        "RESPAWN_POLICY_FILE": str(policy_file),
-        "RESPAWN_PUBLIC_URL": PUBLIC_URL,
+    return cli_env(
+        f"sqlite:///{tmp_path / 'unused.db'}",
+        policy_file,
+        RESPAWN_PUBLIC_URL=PUBLIC_URL,
         # The secrets as the service reads them: from its environment.
         **{
             k: os.environ[k]
             for k in ("TEST_WEBHOOK_SECRET", "TEST_SLACK_URL", "TEST_SMTP_PASSWORD")
         },
-    }
+    )
 
 
 def respawn(env: dict[str, str], *args: str) -> Result:

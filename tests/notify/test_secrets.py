@@ -25,6 +25,7 @@ from app.dispatcher.notifier import Notifier
 from app.extensions import get_runtime
 from app.logging_setup import RedactingFormatter
 from app.models import Notification
+from tests import helpers
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import failing_run_events, ms
 from tests.helpers import save_user, sign_in, transaction
@@ -83,14 +84,12 @@ def channel_states(app: Flask) -> dict[str, str]:
 
 
 def cli_env(policy_file: Path, tmp_path: Path) -> dict[str, str]:
-    return {
-        "RESPAWN_DATABASE_URL": f"sqlite:///{tmp_path / 'unused.db'}",
-        "RESPAWN_SECRET_KEY": "cli-test-secret-key-0123456789abcdef",
-        "RESPAWN_CALLBACK_TOKENS": "callback-token-0123456789",
-        "RESPAWN_POLICY_FILE": str(policy_file),
-        "RESPAWN_LOG_LEVEL": "DEBUG",
+    return helpers.cli_env(
+        f"sqlite:///{tmp_path / 'unused.db'}",
+        policy_file,
+        RESPAWN_LOG_LEVEL="DEBUG",
         **{name: os.environ[name] for name in SECRET_VARIABLES},
-    }
+    )
 
 
 def test_planted_secrets_never_leak(
