@@ -415,10 +415,11 @@ def test_restart_row_of_a_superseded_run_is_never_sent(
 
     drain(rapp)
 
-    assert restart_states(rapp) == [
-        ("not_needed", "superseded", 1),
-        ("done", "restarted", 1),
-    ]
+    # The second row's attempts are not counted: on a busy machine its call may time out
+    # and be settled by the next attempt, which asks the Runner; it still arrives once.
+    superseded, current = restart_states(rapp)
+    assert superseded == ("not_needed", "superseded", 1)
+    assert current[:2] == ("done", "restarted")
     assert control.calls()["restart"]["by_execution"][execution_id] == {
         "received": 1,
         "applied": 1,

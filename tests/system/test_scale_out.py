@@ -39,7 +39,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 
 from app import webhooks
-from app.models import Decision, Event, Execution, Restart
+from app.models import Decision, Event, Execution, Restart, RestartAttempt
 from app.simulator import SimulatorControl
 from tests.conftest import PostgresServer
 from tests.feed import failing_run_events, ms, run_events
@@ -218,6 +218,25 @@ def tally(engine: Engine) -> dict[str, int]:
         }
 
 
+def moving(engine: Engine) -> list[str]:
+    """The restarts not yet final, each with its attempts: what a time-out needs explained."""
+    lines = []
+    with engine.connect() as connection:
+        restarts = connection.execute(
+            select(Restart.id, Restart.state, Restart.due_at, Restart.lease_owner).where(
+                Restart.state.in_(["pending", "in_flight", "held"])
+            )
+        )
+        for restart_id, state, due_at, owner in restarts.all():
+            attempts = connection.execute(
+                select(RestartAttempt.worker, RestartAttempt.outcome, RestartAttempt.detail)
+                .where(RestartAttempt.restart_id == restart_id)
+                .order_by(RestartAttempt.id)
+            ).all()
+            lines.append(f"restart {restart_id} {state} due {due_at} lease {owner}: {attempts}")
+    return lines
+
+
 def wait_settled(engine: Engine, events: int, decisions: int, what: str) -> None:
     """Poll until every event is stored and applied, this many decisions are taken and no
     restart is on its way; on time-out say what the database holds."""
@@ -225,7 +244,10 @@ def wait_settled(engine: Engine, events: int, decisions: int, what: str) -> None
     deadline = time.monotonic() + SETTLE_SECONDS
     while (found := tally(engine)) != expected:
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: expected {expected}, found {found}, {reasons(engine)}")
+            raise AssertionError(
+                f"{what}: expected {expected}, found {found}, {reasons(engine)}, "
+                f"{moving(engine)}"
+            )
         time.sleep(0.1)
 
 
@@ -260,6 +282,11 @@ def test_two_instances_and_two_workers_share_one_database(database: str, tmp_pat
         # Two instances take the same callbacks: one waits for the other's commit of a
         # delivery before it counts it a duplicate; give that wait room on a busy machine.
         RESPAWN_INTAKE_TIMEOUT="5",
+        # A Runner call that times out on a busy machine is retried (after the dispatcher
+        # asks the Runner whether it arrived) within the test's wait, not a minute later.
+        RESPAWN_RUNNER_READ_TIMEOUT="20",
+        RESPAWN_RETRY_BASE_SECONDS="0.5",
+        RESPAWN_UNCERTAIN_RETRY_SECONDS="3",
         PYTHONUNBUFFERED="1",
     )
     with ExitStack() as stack:
