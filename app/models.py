@@ -191,8 +191,9 @@ class Decision(Base):
     __tablename__ = "decisions"
     __table_args__ = (
         Index("ix_decisions_execution", "execution_pk", "id"),
-        # The signature breaker counts a signature's recent failures.
-        Index("ix_decisions_signature", "signature", "created_at"),
+        # The signature breaker counts a signature's recent failures; the Insights page reads
+        # a signature's latest decisions (newest first, ties by id) from the same index.
+        Index("ix_decisions_signature", "signature", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -429,6 +430,9 @@ class InsightCount(Base):
     __table_args__ = (
         # The Insights page ranks signatures by their `all` rows within a span of days.
         Index("ix_insight_counts_scope_day", "scope", "day", "signature"),
+        # A signature's top jobs and hosts, read backwards (most restarts, then failures,
+        # then item last to first) up to the few the page shows.
+        Index("ix_insight_counts_top", "signature", "scope", "day", "restarts", "failures", "item"),
     )
 
     signature: Mapped[str] = mapped_column(String(16), primary_key=True)

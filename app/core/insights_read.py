@@ -10,9 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union_all
 from sqlalchemy.orm import Session
 
 from app.core.insights import ALL, ALL_TIME, ATTEMPT, COUNTERS, HOST, JOB, WAIT
@@ -37,10 +36,11 @@ class Tally:
     host_failed_other: int = 0
     recovery_seconds: float = 0.0
 
-    def add(self, row: Any) -> None:
-        """Add a row's counters (an `InsightCount`, or a row of sums labelled alike)."""
-        for name in COUNTERS:
-            setattr(self, name, getattr(self, name) + (getattr(row, name) or 0))
+    def add_values(self, values: Sequence[float | None]) -> None:
+        """Add counters given in `COUNTERS` order (None counts as 0)."""
+        for name, value in zip(COUNTERS, values, strict=True):
+            if value:
+                setattr(self, name, getattr(self, name) + value)
 
     @property
     def never_finished(self) -> int:
@@ -74,6 +74,7 @@ class SignatureStats:
     by_attempt: dict[int, Tally] = field(default_factory=dict)
     by_wait: dict[int, Tally] = field(default_factory=dict)
     by_day: dict[dt.date, Tally] = field(default_factory=dict)
+    """Filled with `detail` only (the page's sparkline)."""
     jobs: list[tuple[str, Tally]] = field(default_factory=list)
     job_count: int = 0
     hosts: list[tuple[str, Tally]] = field(default_factory=list)
@@ -104,97 +105,120 @@ def rank_signatures(
 def signature_stats(
     session: Session, keys: Sequence[str], since: dt.date, detail: bool = False
 ) -> list[SignatureStats]:
-    """The counters of these signatures since the day, in the order given. With `detail`,
-    their top jobs and hosts (whole history), example executions and latest rule too."""
+    """The counters of these signatures since the day, in the order given, and the rule of
+    each one's latest decision. With `detail`, their counters by day, top jobs and hosts
+    (whole history) and example executions too."""
     if not keys:
         return []
+    # Each signature's text, and the rule of its latest decision (an index walk per key).
+    latest_rule = (
+        select(Decision.rule)
+        .where(Decision.signature == FailureSignature.key, Decision.origin == "policy")
+        .order_by(Decision.created_at.desc(), Decision.id.desc())
+        .limit(1)
+        .correlate(FailureSignature)
+        .scalar_subquery()
+    )
     known = {
-        row.key: row
-        for row in session.scalars(select(FailureSignature).where(FailureSignature.key.in_(keys)))
+        row.key: (row, rule)
+        for row, rule in session.execute(
+            select(FailureSignature, latest_rule).where(FailureSignature.key.in_(keys))
+        )
     }
     stats = {
         key: SignatureStats(
             key,
-            known[key].failure_class if key in known else "unknown",
-            known[key].text if key in known else "",
+            known[key][0].failure_class if key in known else "unknown",
+            known[key][0].text if key in known else "",
+            rule=known[key][1] if key in known else None,
         )
         for key in keys
     }
-    sums = [func.sum(InsightCount.__table__.c[name]).label(name) for name in COUNTERS]
+    sums = [func.sum(InsightCount.__table__.c[name]) for name in COUNTERS]
     recent = (InsightCount.signature.in_(keys), InsightCount.day >= since)
-    # Summed in the database: one row per signature and day, attempt or wait.
-    daily = session.execute(
-        select(InsightCount.signature, InsightCount.day, *sums)
+    # Summed in the database: one row per signature (and day, for the page's sparkline).
+    per = (InsightCount.signature, InsightCount.day) if detail else (InsightCount.signature,)
+    for key, *values in session.execute(
+        select(InsightCount.signature, *sums, *per[1:])
         .where(InsightCount.scope == ALL, *recent)
-        .group_by(InsightCount.signature, InsightCount.day)
-    )
-    for row in daily:
-        item = stats[row.signature]
-        item.total.add(row)
-        item.by_day.setdefault(row.day, Tally()).add(row)
-    split = session.execute(
+        .group_by(*per)
+    ):
+        item = stats[key]
+        item.total.add_values(values[: len(COUNTERS)])
+        if detail:
+            item.by_day.setdefault(values[-1], Tally()).add_values(values[: len(COUNTERS)])
+    # One row per signature and attempt, or wait.
+    for key, scope, bucket, *values in session.execute(
         select(InsightCount.signature, InsightCount.scope, InsightCount.item, *sums)
         .where(InsightCount.scope.in_((ATTEMPT, WAIT)), *recent)
         .group_by(InsightCount.signature, InsightCount.scope, InsightCount.item)
-    )
-    for row in split:
-        item = stats[row.signature]
-        into = item.by_attempt if row.scope == ATTEMPT else item.by_wait
-        into.setdefault(int(row.item), Tally()).add(row)
-    for key in keys:
-        item = stats[key]
+    ):
+        into = stats[key].by_attempt if scope == ATTEMPT else stats[key].by_wait
+        into.setdefault(int(bucket), Tally()).add_values(values)
+    for key in keys if detail else ():
         # The latest decisions; one execution's runs are several, so a few more are read.
         latest = session.execute(
-            select(Execution.execution_id, Decision.created_at, Decision.rule)
+            select(Execution.execution_id, Decision.created_at)
             .join(Execution, Execution.id == Decision.execution_pk)
             .where(Decision.signature == key, Decision.origin == "policy")
             .order_by(Decision.created_at.desc(), Decision.id.desc())
-            .limit(EXAMPLES * (MAX_RUNS_READ if detail else 0) + 1)
+            .limit(EXAMPLES * MAX_RUNS_READ)
         ).all()
-        item.rule = latest[0].rule if latest else None
-        if detail:
-            seen: dict[str, Example] = {}
-            for execution_id, at, _ in latest:
-                seen.setdefault(execution_id, Example(execution_id, at))
-            item.examples = list(seen.values())[:EXAMPLES]
+        seen: dict[str, Example] = {}
+        for execution_id, at in latest:
+            seen.setdefault(execution_id, Example(execution_id, at))
+        stats[key].examples = list(seen.values())[:EXAMPLES]
     if detail:
         _top_items(session, keys, stats)
     return [stats[key] for key in keys]
 
 
 def _top_items(session: Session, keys: Sequence[str], stats: dict[str, SignatureStats]) -> None:
-    """The jobs and hosts with the most restarts (then failures) of each signature."""
-    ranked = (
-        select(
-            InsightCount,
-            func.row_number()
-            .over(
-                partition_by=(InsightCount.signature, InsightCount.scope),
-                order_by=(
-                    InsightCount.restarts.desc(),
-                    InsightCount.failures.desc(),
-                    InsightCount.item,
-                ),
-            )
-            .label("place"),
-            func.count()
-            .over(partition_by=(InsightCount.signature, InsightCount.scope))
-            .label("of"),
+    """The jobs and hosts with the most restarts (then failures) of each signature, and how
+    many there are.
+
+    One limited read per signature and scope, walking `ix_insight_counts_top` backwards, so
+    the page reads the few it shows, not every host a signature ever failed on.
+    """
+    table = InsightCount.__table__
+    columns = [table.c.signature, table.c.scope, table.c.item, *(table.c[n] for n in COUNTERS)]
+    firsts = [
+        select(*columns)
+        .where(
+            InsightCount.signature == key,
+            InsightCount.scope == scope,
+            InsightCount.day == ALL_TIME,
         )
+        .order_by(
+            InsightCount.restarts.desc(), InsightCount.failures.desc(), InsightCount.item.desc()
+        )
+        .limit(TOP_ITEMS)
+        .subquery()
+        for key in keys
+        for scope in (JOB, HOST)
+    ]
+    rows = session.execute(union_all(*(select(first) for first in firsts))).mappings()
+    for row in rows:
+        item = stats[row["signature"]]
+        tally = Tally(**{name: row[name] for name in COUNTERS})
+        (item.jobs if row["scope"] == JOB else item.hosts).append((row["item"], tally))
+    # Each read came in order; a union promises no order across them, so it is restored here.
+    for item in stats.values():
+        for listed in (item.jobs, item.hosts):
+            listed.sort(
+                key=lambda pair: (pair[1].restarts, pair[1].failures, pair[0]), reverse=True
+            )
+    counts = session.execute(
+        select(InsightCount.signature, InsightCount.scope, func.count())
         .where(
             InsightCount.signature.in_(keys),
             InsightCount.scope.in_((JOB, HOST)),
             InsightCount.day == ALL_TIME,
         )
-        .subquery()
+        .group_by(InsightCount.signature, InsightCount.scope)
     )
-    counted = select(ranked).where(ranked.c.place <= TOP_ITEMS).order_by(ranked.c.place)
-    for row in session.execute(counted).mappings():
-        item = stats[row["signature"]]
-        tally = Tally(**{name: row[name] for name in COUNTERS})
-        if row["scope"] == JOB:
-            item.jobs.append((row["item"], tally))
-            item.job_count = row["of"]
+    for key, scope, count in counts:
+        if scope == JOB:
+            stats[key].job_count = count
         else:
-            item.hosts.append((row["item"], tally))
-            item.host_count = row["of"]
+            stats[key].host_count = count
