@@ -218,12 +218,18 @@ def suggest(
 # --- YAML -----------------------------------------------------------------------------------------
 
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+"""libyaml's emitter where PyYAML was built with it (its wheels are): the same YAML, faster."""
+
+
 def snippet(suggestions: Sequence[Suggestion]) -> str:
     """The rules as YAML to paste at the top of `rules:`, each after its evidence."""
     lines = ["rules:"]
     for item in suggestions:
         lines.append(f"  # {item.kind}: {item.evidence}")
-        dumped = yaml.safe_dump([item.rule], sort_keys=False, allow_unicode=True, width=1000)
+        dumped = yaml.dump(
+            [item.rule], Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=1000
+        )
         lines.extend(f"  {line}" for line in dumped.splitlines())
     return "\n".join(lines) + "\n"
 
