@@ -45,7 +45,7 @@ serve: $(STAMP)
 test: $(STAMP)
 	RESPAWN_TEST_POSTGRES_URL="$${RESPAWN_TEST_POSTGRES_URL-$(PG_URL)}" \
 	RESPAWN_SCREENSHOTS="$(abspath $(ARTIFACTS))/screenshots" \
-	$(BIN)/python -m pytest -p no:cacheprovider -n 2 \
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --durations=25 \
 		--cov --cov-report=term --cov-report=html:$(ARTIFACTS)/coverage $(PYTEST_ARGS)
 
 lint: $(STAMP)
