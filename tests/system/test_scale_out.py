@@ -245,8 +245,7 @@ def wait_settled(engine: Engine, events: int, decisions: int, what: str) -> None
     while (found := tally(engine)) != expected:
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"{what}: expected {expected}, found {found}, {reasons(engine)}, "
-                f"{moving(engine)}"
+                f"{what}: expected {expected}, found {found}, {reasons(engine)}, {moving(engine)}"
             )
         time.sleep(0.1)
 
