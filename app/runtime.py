@@ -37,7 +37,7 @@ class Runtime:
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
         self.policy = policy
         self._lock = threading.Lock()
-        self._wake: Callable[[], None] | None = None
+        self._wake: Callable[[bool], None] | None = None
         self._stop: Callable[[], None] | None = None
         self._intake: Intake | None = None
         self._intake_engine: Engine | None = None
@@ -135,7 +135,7 @@ class Runtime:
 
     # --- the background (dispatcher, reconciler) -------------------------------------------
 
-    def attach_background(self, wake: Callable[[], None], stop: Callable[[], None]) -> None:
+    def attach_background(self, wake: Callable[[bool], None], stop: Callable[[], None]) -> None:
         """Called by the background once its threads run in this process."""
         with self._lock:
             self._wake, self._stop = wake, stop
@@ -144,11 +144,12 @@ class Runtime:
     def has_background(self) -> bool:
         return self._wake is not None
 
-    def wake_background(self) -> None:
-        """After a commit that queued work: have this process's dispatcher look now."""
+    def wake_background(self, fetch_jobs: bool = True) -> None:
+        """After a commit that queued work: have this process's dispatcher look now, and
+        with `fetch_jobs` its job refresh too (failures wait for a job record)."""
         wake = self._wake
         if wake is not None:
-            wake()
+            wake(fetch_jobs)
 
     def close(self) -> None:
         """Finish the intake's work, stop the background threads, close the connections."""

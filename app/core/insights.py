@@ -11,8 +11,10 @@ transactions that record them (docs/policy.md, "Suggestions"):
   whose run never finished.
 
 The counters live in `insight_counts` (one row per signature, scope, item and day of the
-failure), added to with an upsert so that concurrent writers never lose a count.
-`rebuild` recomputes them from the record, batch by batch, in the caller's transaction.
+failure), added to with an upsert so that concurrent writers never lose a count. A
+transaction's additions are gathered and written by one upsert just before it commits
+(`_add_at_commit`). `rebuild` recomputes them from the record, batch by batch, in the
+caller's transaction.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -261,11 +263,42 @@ def _write(session: Session, deltas: Deltas) -> None:
     session.execute(statement, rows)
 
 
+_AT_COMMIT = "respawn_insight_deltas"
+
+
+def _add_at_commit(session: Session, deltas: Deltas) -> None:
+    """Add the deltas to what this transaction writes when it commits.
+
+    Every decision and every restart sent of a signature adds to the same few rows (today's
+    `all` row, its job's row), and on PostgreSQL an upserted row stays locked until its
+    transaction ends: written mid-transaction, the processors and dispatchers of all
+    processes queued behind whoever held it for the rest of their work (a backlog of
+    seconds under a stream of failures). Written last, a row is held for the commit alone.
+    The additions belong to the transaction they were made in: a rollback drops them.
+    """
+    if not deltas:
+        return
+    root = session.get_transaction()
+    owner, pending = session.info.get(_AT_COMMIT, (None, {}))
+    if owner is not root:
+        pending = {}
+        session.info[_AT_COMMIT] = (root, pending)
+    for key, counts in deltas.items():
+        _add(pending, key, **counts)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_at_commit(session: Session) -> None:
+    owner, pending = session.info.pop(_AT_COMMIT, (None, {}))
+    if owner is session.get_transaction():
+        _write(session, pending)
+
+
 def record_failure(session: Session, signature: str, job_id: str, at: dt.datetime) -> None:
     """A failed run with this signature was decided by the policy."""
     deltas: Deltas = {}
     _failure(deltas, signature, job_id, at.astimezone(dt.UTC).date())
-    _write(session, deltas)
+    _add_at_commit(session, deltas)
 
 
 def record_restart_sent(session: Session, restart: Restart) -> None:
@@ -274,7 +307,7 @@ def record_restart_sent(session: Session, restart: Restart) -> None:
     deltas: Deltas = {}
     for facts in restart_facts(session, [restart]).values():
         _sent(deltas, facts)
-    _write(session, deltas)
+    _add_at_commit(session, deltas)
 
 
 def record_restart_outcomes(session: Session, restart_ids: Iterable[int]) -> None:
@@ -287,7 +320,7 @@ def record_restart_outcomes(session: Session, restart_ids: Iterable[int]) -> Non
     deltas: Deltas = {}
     for facts, outcomes, recovery in _outcomes(session, restarts, restart_facts(session, restarts)):
         _outcome(deltas, facts, outcomes, recovery)
-    _write(session, deltas)
+    _add_at_commit(session, deltas)
 
 
 @dataclass(frozen=True)
@@ -300,6 +333,7 @@ class Rebuilt:
 
 def rebuild(session: Session) -> Rebuilt:
     """Recompute every counter from the record (after a normaliser or policy change)."""
+    session.info.pop(_AT_COMMIT, None)  # counted below, from the record
     session.execute(delete(InsightCount))
     deltas: Deltas = {}
     failures = restarts_seen = settled = 0

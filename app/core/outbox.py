@@ -399,6 +399,8 @@ def _tell(
     result: CallResult,
     now: dt.datetime,
 ) -> None:
+    if not policy.notify.enabled:
+        return  # `notify` would drop it: spare the reads that describe it
     execution = session.get(Execution, restart.execution_pk)
     decision = session.get(Decision, restart.decision_id)
     job = session.get(Job, claim.job_id) if claim.job_id else None

@@ -37,20 +37,49 @@ class Background:
         self.dispatchers = (
             [Dispatcher(runtime, client) for _ in range(dispatchers)] if client else []
         )
+        for dispatcher in self.dispatchers:
+            dispatcher.on_claimed = self._pass_on
         self.reconciler = Reconciler(runtime, client) if reconcile and client else None
         if self.reconciler is not None:
             self.reconciler.on_queued = self.wake_dispatchers
         self.refresh_wake = threading.Event()
         self.threads: list[threading.Thread] = []
 
-    def wake(self) -> None:
-        self.refresh_wake.set()
+    def wake(self, fetch_jobs: bool = True) -> None:
+        """Have the dispatchers look now; with `fetch_jobs`, the job refresh too. The intake
+        asks for the refresh only when a failure waits for its job's record: otherwise it
+        fetched nothing and decided nothing, at the cost of transactions beside every
+        restart (on SQLite, turns at the write lock), and its own pace finds new jobs."""
+        if fetch_jobs:
+            self.refresh_wake.set()
         self.wake_dispatchers()
 
     def wake_dispatchers(self) -> None:
-        for dispatcher in self.dispatchers:
-            dispatcher.wake()
+        """New work was queued: one idle dispatcher looks now, and each one that claims a
+        restart wakes the next (`_pass_on`), so as many look as there is work.
+
+        Waking them all for each restart had every one start a claim transaction, all but
+        one in vain, for the CPU and (on SQLite) the write lock the processor and the
+        dispatcher with the claim needed. When none is idle, all are woken: a busy one
+        claims again before it sleeps, but one may be just past its last claim.
+        """
+        if not self._wake_idle_dispatcher():
+            for dispatcher in self.dispatchers:
+                dispatcher.wake()
         self.notifier.wake()
+
+    def _pass_on(self) -> None:
+        """A dispatcher claimed a restart: another may be due behind it."""
+        self._wake_idle_dispatcher()
+
+    def _wake_idle_dispatcher(self) -> bool:
+        """Wake one idle dispatcher; False when none is idle."""
+        for dispatcher in self.dispatchers:
+            if dispatcher.idle:
+                dispatcher.idle = False  # the next call wakes another one
+                dispatcher.wake()
+                return True
+        return False
 
     def start(self) -> None:
         for n, dispatcher in enumerate(self.dispatchers):

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -37,6 +38,11 @@ class Dispatcher:
             self.settings.uncertain_retry_seconds,
         )
         self._wake = threading.Event()
+        self.idle = False
+        """Waiting for a wake-up or its next look (not inside a pass)."""
+        self.on_claimed: Callable[[], None] | None = None
+        """Called once a restart is claimed, before the Runner is: more may be due, and an
+        idle dispatcher can take the next one meanwhile."""
 
     def wake(self) -> None:
         self._wake.set()
@@ -67,6 +73,8 @@ class Dispatcher:
                 )
             if not claims:
                 return handled
+            if self.on_claimed is not None:
+                self.on_claimed()
             for claim in claims:
                 # No transaction is open while the Runner is called.
                 result = send_restart(
@@ -107,5 +115,7 @@ class Dispatcher:
                 log.exception("dispatcher: database error; retrying shortly")
             except Exception:
                 log.exception("dispatcher: unexpected error; retrying shortly")
+            self.idle = True
             self._wake.wait(self.settings.dispatch_interval)
+            self.idle = False
             self._wake.clear()

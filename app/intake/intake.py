@@ -142,7 +142,7 @@ class Intake:
         spool: Spool,
         policy: Callable[[], Policy],
         defer_unknown_jobs: bool,
-        on_queued: Callable[[], None],
+        on_queued: Callable[[bool], None],
     ) -> None:
         self.writer_sessions = writer_sessions
         self.sessions = sessions
@@ -378,7 +378,7 @@ class Intake:
                 result.decided.deferred += one.decided.deferred
         metrics.EVENTS_APPLIED.inc(result.applied)
         if result.decided.queued or result.decided.deferred:
-            self.on_queued()
+            self.on_queued(result.decided.deferred > 0)
 
     def _process_in_one(
         self,

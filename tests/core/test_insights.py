@@ -5,11 +5,22 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.ingest import ingest_and_decide, parse_deliveries
-from app.core.insights import ALL, ATTEMPT, HOST, WAIT, rebuild, wait_bucket
+from app.core.insights import (
+    ALL,
+    ALL_TIME,
+    ATTEMPT,
+    HOST,
+    JOB,
+    WAIT,
+    rebuild,
+    record_failure,
+    wait_bucket,
+)
 from app.core.outbox import CallResult, RetryPolicy, claim_due_restarts, record_result
 from app.db import transaction
 from app.models import InsightCount
@@ -165,3 +176,36 @@ def test_a_rebuild_after_the_counters_were_lost_restores_them(
         rebuild(session)
 
     assert counters(sessions) == kept
+
+
+def test_counts_are_written_at_commit_and_a_rollback_drops_them(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A transaction's counts go in with its commit (gathered, one upsert), or not at all."""
+    key = ("sig-1", ALL, "", NOW.date())
+
+    class Abandoned(Exception):
+        pass
+
+    with pytest.raises(Abandoned), transaction(sessions) as session:
+        record_failure(session, "sig-1", "job-1", NOW)
+        raise Abandoned
+    assert key not in counters(sessions)
+
+    with transaction(sessions) as session:
+        record_failure(session, "sig-1", "job-1", NOW)
+        record_failure(session, "sig-1", "job-2", NOW)
+    with transaction(sessions) as session:
+        record_failure(session, "sig-1", "job-1", NOW)
+    found = counters(sessions)
+    assert found[key][0] == 3
+    assert found[("sig-1", JOB, "job-1", ALL_TIME)][0] == 2
+    assert found[("sig-1", JOB, "job-2", ALL_TIME)][0] == 1
+
+    with sessions() as session:  # the same session after a rollback starts afresh
+        with session.begin():
+            record_failure(session, "sig-2", "job-1", NOW)
+            session.rollback()
+        with session.begin():
+            record_failure(session, "sig-2", "job-1", NOW)
+    assert counters(sessions)[("sig-2", ALL, "", NOW.date())][0] == 1

@@ -1,0 +1,57 @@
+"""Waking the background: one idle dispatcher per piece of queued work, passed on by claims,
+and the job refresh only when a failure waits for its job."""
+
+from __future__ import annotations
+
+import requests
+from flask import Flask
+
+from app.dispatcher import Background
+from app.extensions import get_runtime
+from app.runner import RunnerClient
+
+
+def background(app: Flask, dispatchers: int) -> Background:
+    client = RunnerClient(
+        requests.Session(), "http://127.0.0.1:9", "http://127.0.0.1:9", None, None, "token"
+    )
+    made = Background(get_runtime(app), client, dispatchers=dispatchers, reconcile=False)
+    for dispatcher in made.dispatchers:
+        dispatcher.idle = True  # as each is between passes
+    return made
+
+
+def woken(made: Background) -> list[bool]:
+    return [d._wake.is_set() for d in made.dispatchers]
+
+
+def test_queued_work_wakes_one_idle_dispatcher_and_each_claim_passes_it_on(app: Flask) -> None:
+    made = background(app, 3)
+    made.wake_dispatchers()
+    assert woken(made) == [True, False, False]
+    first = made.dispatchers[0]
+    assert first.on_claimed is not None
+    first.on_claimed()  # it claimed a restart: another one may be due
+    assert woken(made) == [True, True, False]
+    second = made.dispatchers[1].on_claimed
+    assert second is not None
+    second()
+    assert woken(made) == [True, True, True]
+
+
+def test_with_none_idle_every_dispatcher_is_woken(app: Flask) -> None:
+    """A busy dispatcher may be past its last claim: none may sleep through new work."""
+    made = background(app, 3)
+    for dispatcher in made.dispatchers:
+        dispatcher.idle = False
+    made.wake_dispatchers()
+    assert woken(made) == [True, True, True]
+
+
+def test_the_job_refresh_is_woken_only_when_asked(app: Flask) -> None:
+    made = background(app, 1)
+    made.wake(fetch_jobs=False)
+    assert not made.refresh_wake.is_set()
+    assert woken(made) == [True]
+    made.wake()
+    assert made.refresh_wake.is_set()
