@@ -90,7 +90,7 @@ def test_upgrade_then_serve_with_gunicorn(tmp_path: Path) -> None:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # gunicorn boots in seconds; a busy machine is slower
         while True:
             try:
                 if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
