@@ -8,7 +8,8 @@ over several seeds. A suggestion is right when its kind is the planted one; any 
 a healthy or noise signature, or of the wrong kind, is a false positive.
 
 Cost: a history of N executions (a fifth of them failing, spread over the planted signatures,
-over 30 days), at 1,000 and at 100,000. Timed in interleaved rounds: `GET /admin/insights`
+over 28 days), at 1,000 and at 100,000, both planted first, then timed in the same
+interleaved rounds (so a busy spell weighs on both sizes alike): `GET /admin/insights`
 through Flask's test client (signed in), and `respawn policy suggest --no-backtest` (the
 suggestions alone) through click's runner, which builds its runtime from the environment as
 in production. The full command, with its two backtests, is timed too, a few rounds: the
@@ -20,7 +21,9 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
 
 from click.testing import CliRunner
 from sqlalchemy.orm import Session
@@ -30,10 +33,22 @@ from app.core.insights_read import rank_signatures, signature_stats
 from app.core.suggest import suggest
 from app.db import make_engine
 from app.policy import parse_policy
-from bench.common import CALLBACK_TOKEN, Context, interleave, ms, running_app, table, times
+from bench.common import (
+    CALLBACK_TOKEN,
+    Context,
+    Sample,
+    interleave,
+    ms,
+    running_app,
+    table,
+    times,
+)
 from bench.plant import PLANT_POLICY, bench_patterns, plant
 from bench.reads import _log_in
 
+PAGE = "GET /admin/insights"
+SUGGEST = "policy suggest --no-backtest"
+FULL = "policy suggest (with backtests)"
 NAME = "insights"
 TITLE = "Restart insights: suggestion accuracy and cost at scale"
 FAILING_SHARE = 0.2
@@ -85,83 +100,95 @@ def _first_day() -> dt.date:
     return (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).date()
 
 
+def _env(ctx: Context, url: str, tag: str) -> dict[str, str]:
+    policy_file = ctx.folder(f"insights-{tag}") / "policy.yaml"
+    policy_file.write_text(PLANT_POLICY)
+    return {
+        "RESPAWN_DATABASE_URL": url,
+        "RESPAWN_SECRET_KEY": "bench-secret-key-0123456789abcdef",
+        "RESPAWN_CALLBACK_TOKENS": CALLBACK_TOKEN,
+        "RESPAWN_POLICY_FILE": str(policy_file),
+        "RESPAWN_DISPATCHER": "off",
+        "RESPAWN_LOG_LEVEL": "WARNING",
+    }
+
+
+def _page(ctx: Context, stack: ExitStack, env: dict[str, str], tag: str) -> Callable[[int], float]:
+    """`GET /admin/insights`, signed in, through the test client of an app on the history."""
+    policy_file = Path(env["RESPAWN_POLICY_FILE"])
+    url = env["RESPAWN_DATABASE_URL"]
+    app = stack.enter_context(running_app(url, policy_file, ctx.folder(f"instance-{tag}")))
+    client, why = _log_in(app)
+    if client is None:
+        raise RuntimeError(why)
+
+    def page(_index: int) -> float:
+        response = client.get("/admin/insights")
+        response.get_data()
+        assert response.status_code == 200, response.status_code
+        return 1.0
+
+    return page
+
+
+def _suggest(env: dict[str, str], *args: str) -> Callable[[int], float]:
+    """`respawn policy suggest`, its runtime built from the environment as in production."""
+    runner = CliRunner()
+
+    def call(_index: int) -> float:
+        result = runner.invoke(main, ["policy", "suggest", *args], env=env)
+        if result.exit_code != 0:
+            raise RuntimeError(result.output)
+        return 1.0
+
+    return call
+
+
 def _measure(
-    ctx: Context, kind: str, size: int, with_backtest: bool = True
-) -> dict[str, tuple[float, float, int]]:
-    failing = size * FAILING_SHARE
-    scale = failing / PLANTED_PER_SCALE
-    results: dict[str, tuple[float, float, int]] = {}
-    with ctx.databases.database(kind) as url:
-        began = time.perf_counter()
-        planted = plant(url, bench_patterns(random.Random(1), scale), days=28,
-                        successes=max(0, size - round(failing)), seed=1)  # fmt: skip
-        seeded = time.perf_counter() - began
-        policy_file = ctx.folder("insights") / "policy.yaml"
-        policy_file.write_text(PLANT_POLICY)
-        env = {
-            "RESPAWN_DATABASE_URL": url,
-            "RESPAWN_SECRET_KEY": "bench-secret-key-0123456789abcdef",
-            "RESPAWN_CALLBACK_TOKENS": CALLBACK_TOKEN,
-            "RESPAWN_POLICY_FILE": str(policy_file),
-            "RESPAWN_DISPATCHER": "off",
-            "RESPAWN_LOG_LEVEL": "WARNING",
-        }
-        runner = CliRunner()
-
-        def command(*args: str) -> Callable[[int], float]:
-            def call(_index: int) -> float:
-                result = runner.invoke(main, ["policy", "suggest", *args], env=env)
-                if result.exit_code != 0:
-                    raise RuntimeError(result.output)
-                return 1.0
-
-            return call
-
-        with running_app(url, policy_file, ctx.folder("instance")) as app:
-            client, why = _log_in(app)
-            if client is None:
-                raise RuntimeError(why)
-
-            def page(_index: int) -> float:
-                response = client.get("/admin/insights")
-                response.get_data()
-                assert response.status_code == 200, response.status_code
-                return 1.0
-
-            subjects = {
-                "GET /admin/insights": page,
-                "policy suggest --no-backtest": command("--no-backtest"),
-            }
-            samples = interleave(subjects, ctx.size(30, 5), budget_seconds=ctx.size(90, 15))
-        if with_backtest:
-            full = interleave({"policy suggest (with backtests)": command()}, ctx.size(3, 1))
-            samples.update(full)
-        for name, sample in samples.items():
-            results[name] = (sample.median, sample.p95, len(sample.per_unit))
-        results["(seeded)"] = (seeded, seeded, planted.executions)
-    return results
+    ctx: Context, kind: str, sizes: Sequence[int]
+) -> tuple[dict[str, Sample], dict[int, tuple[float, int]]]:
+    """Plant a history of each size, then time the page and the suggestions over all of them
+    in the same interleaved rounds, so a busy spell weighs on every size alike; the full
+    command, with its backtests, a few rounds. Also: how long each history took to plant."""
+    seeded: dict[int, tuple[float, int]] = {}
+    subjects: dict[str, Callable[[int], float]] = {}
+    full: dict[str, Callable[[int], float]] = {}
+    with ExitStack() as stack:
+        for size in sizes:
+            url = stack.enter_context(ctx.databases.database(kind))
+            failing = size * FAILING_SHARE
+            began = time.perf_counter()
+            planted = plant(url, bench_patterns(random.Random(1), failing / PLANTED_PER_SCALE),
+                            days=28, successes=max(0, size - round(failing)), seed=1)  # fmt: skip
+            seeded[size] = (time.perf_counter() - began, planted.executions)
+            env = _env(ctx, url, f"{size}")
+            subjects[f"{PAGE} @{size}"] = _page(ctx, stack, env, f"{size}")
+            subjects[f"{SUGGEST} @{size}"] = _suggest(env, "--no-backtest")
+            full[f"{FULL} @{size}"] = _suggest(env)
+        samples = interleave(subjects, ctx.size(30, 5), budget_seconds=ctx.size(180, 30))
+        samples |= interleave(full, ctx.size(3, 1))
+    return samples, seeded
 
 
 def run(ctx: Context) -> None:
     _accuracy(ctx)
-    large, small = ctx.size(100_000, 10_000), ctx.size(1_000, 1_000)
+    small, large = ctx.size(1_000, 1_000), ctx.size(100_000, 10_000)
     rows = []
     for kind in ctx.databases.kinds:
-        measured = {size: _measure(ctx, kind, size) for size in (small, large)}
-        for name in measured[small]:
-            if name == "(seeded)":
-                continue
-            low, high = measured[small][name], measured[large][name]
-            rows.append([kind, name, ms(low[0]), ms(low[1]), ms(high[0]), ms(high[1]),
-                         times(high[1] / low[1]), str(high[2])])  # fmt: skip
-        seeded = measured[large]["(seeded)"]
-        rows.append([kind, f"(seeding {seeded[2]:,} executions)", "", "", f"{seeded[0]:.0f} s",
+        samples, seeded = _measure(ctx, kind, (small, large))
+        for name in (PAGE, SUGGEST, FULL):
+            low, high = samples[f"{name} @{small}"], samples[f"{name} @{large}"]
+            rows.append([kind, name, ms(low.median), ms(low.p95), ms(high.median), ms(high.p95),
+                         times(high.p95 / low.p95), str(len(high.per_unit))])  # fmt: skip
+        took, executions = seeded[large]
+        rows.append([kind, f"(seeding {executions:,} executions)", "", "", f"{took:.0f} s",
                      "", "", ""])  # fmt: skip
     table(
         f"Insights at {large:,} executions against {small:,}",
         ["database", "what", f"median @{small:,}", f"p95 @{small:,}", f"median @{large:,}",
          f"p95 @{large:,}", "p95 ratio", "rounds"],
         rows,
-        "p95 ratio: p95 at the larger history over p95 at the smaller (goal for the page and\n"
-        "the suggestions: at most 1.5x). The full command replays the period twice (backtest).",
+        "p95 ratio: p95 at the larger history over p95 at the smaller, both timed in the same\n"
+        "interleaved rounds (goal for the page and the suggestions: at most 1.5x). The full\n"
+        "command replays the period twice (backtest).",
     )  # fmt: skip
