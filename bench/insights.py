@@ -165,7 +165,7 @@ def _measure(
             subjects[f"{PAGE} @{size}"] = _page(ctx, stack, env, f"{size}")
             subjects[f"{SUGGEST} @{size}"] = _suggest(env, "--no-backtest")
             full[f"{FULL} @{size}"] = _suggest(env)
-        samples = interleave(subjects, ctx.size(30, 5), budget_seconds=ctx.size(180, 30))
+        samples = interleave(subjects, ctx.size(100, 5), budget_seconds=ctx.size(240, 30))
         samples |= interleave(full, ctx.size(3, 1))
     return samples, seeded
 
