@@ -74,9 +74,11 @@ def runner_settings(sim: SimulatorServer, **extra: Any) -> dict[str, Any]:
         "reconcile_accounts": (ACCOUNT,),
         "retry_base_seconds": 0.01,
         "uncertain_retry_seconds": 2.0,
-        "lease_seconds": 4.0,
+        # Room for a loopback call on a loaded machine (the simulator shares the test's
+        # process): a call that times out is retried, and a test counting attempts fails.
+        "lease_seconds": 7.0,
         "runner_connect_timeout": 1.0,
-        "runner_read_timeout": 2.5,
+        "runner_read_timeout": 5.0,
         "dispatch_interval": 0.05,
     }
     settings.update(extra)

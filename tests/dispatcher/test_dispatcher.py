@@ -171,7 +171,7 @@ def test_worker_killed_mid_call_leads_to_exactly_one_restart(
     control.faults(hold_restart=None)
     assert restart_states(rapp) == [("in_flight", None, 1)]
 
-    time.sleep(4.1)  # the dead worker's lease expires
+    time.sleep(get_settings(rapp).lease_seconds + 0.1)  # the dead worker's lease expires
     drain(rapp)
 
     calls = control.calls()["restart"]["by_execution"][execution_id]
