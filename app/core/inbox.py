@@ -23,9 +23,9 @@ from sqlalchemy import Table, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.core.decisions import DecideResult, decide_failed_runs
-from app.core.deliveries import Delivery, parse_item
+from app.core.deliveries import Delivery, document_deliveries, parse_item
 from app.core.insights import record_restart_outcomes
-from app.core.runs import ExecutionState, apply_document, apply_event
+from app.core.runs import ExecutionState, apply_document, apply_event, document_run
 from app.db import insert_ignoring_conflicts, locked
 from app.models import Event, Execution, ExecutionRun
 from app.policy import Policy
@@ -81,6 +81,33 @@ def store(session: Session, deliveries: Sequence[Delivery], now: dt.datetime) ->
         statement = insert_ignoring_conflicts(session, _EVENTS).returning(_EVENTS.c.delivery_key)
         inserted = set(session.scalars(statement, rows))
     return Stored([d is not None and d.delivery_key in inserted for d in first])
+
+
+def store_applied(
+    session: Session, state: ExecutionState, document: ExecutionDocument, now: dt.datetime
+) -> bool:
+    """Store a document respawn fetched about `state`'s execution, which the caller holds
+    locked and loaded, and apply it at once rather than pending; False (nothing applied) for
+    a duplicate, which `store` would skip. Flushes, never commits.
+
+    What `process` would do for it, without the round trip (find it pending, lock and read
+    the execution again): deliveries of the execution still pending stay for the intake,
+    applied after this one, and since an execution only moves forward, that ends as if this
+    one had been delivered first.
+    """
+    (delivery,) = document_deliveries([document])
+    row = delivery.row(now) | {
+        "pending": False,
+        "execution_pk": state.execution.id,
+        "run_index": document_run(document),
+    }
+    statement = insert_ignoring_conflicts(session, _EVENTS).returning(_EVENTS.c.id)
+    if session.scalar(statement, row) is None:
+        return False
+    apply_item(session, state, document, now)
+    state.finish()
+    record_restart_outcomes(session, state.settled)
+    return True
 
 
 @dataclass

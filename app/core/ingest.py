@@ -25,7 +25,7 @@ from app.core.deliveries import (
     document_payload,
     parse_deliveries,
 )
-from app.core.inbox import process, store
+from app.core.inbox import process, store, store_applied
 from app.core.insights import record_restart_outcomes
 from app.core.runs import ExecutionState, set_status
 from app.models import Execution, ExecutionRun
@@ -42,6 +42,7 @@ __all__ = [
     "document_payload",
     "ingest_and_decide",
     "parse_deliveries",
+    "record_answer",
     "record_deliveries",
     "record_documents",
 ]
@@ -93,6 +94,19 @@ def record_documents(
 ) -> IngestResult:
     """Record execution documents respawn fetched itself; flush, never commit."""
     return record_deliveries(session, document_deliveries(documents), now)
+
+
+def record_answer(
+    session: Session, execution: Execution, document: ExecutionDocument, now: dt.datetime
+) -> None:
+    """Record the document the Runner answered about `execution`, which the caller holds
+    locked (a restart call's answer): stored and applied at once (`inbox.store_applied`), not
+    through the inbox. Flush, never commit."""
+    if document.execution_id != execution.execution_id:
+        record_documents(session, [document], now)  # about another execution: the inbox's way
+        return
+    runs = session.scalars(select(ExecutionRun).where(ExecutionRun.execution_pk == execution.id))
+    store_applied(session, ExecutionState(execution, runs), document, now)
 
 
 def ingest_and_decide(

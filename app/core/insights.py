@@ -154,33 +154,32 @@ def restart_facts(session: Session, restarts: Sequence[Restart]) -> dict[int, Re
             select(Decision).where(Decision.id.in_({r.decision_id for r in wanted}))
         )
     }
-    executions = {
-        e.id: e
-        for e in session.scalars(
-            select(Execution).where(Execution.id.in_({r.execution_pk for r in wanted}))
-        )
-    }
-    # Attempt n: the n-th automatic restart of the execution that was sent.
+    # Attempt n: the n-th automatic restart of the execution that was sent. Each wanted
+    # restart is one of them, so the same rows name every execution's job.
     sent: dict[int, list[int]] = defaultdict(list)
-    for pk, rid in session.execute(
-        select(Restart.execution_pk, Restart.id).where(
-            Restart.execution_pk.in_(executions),
+    jobs: dict[int, str] = {}
+    for pk, rid, job in session.execute(
+        select(Restart.execution_pk, Restart.id, Execution.job_id)
+        .join(Execution, Execution.id == Restart.execution_pk)
+        .where(
+            Restart.execution_pk.in_({r.execution_pk for r in wanted}),
             Restart.manual.is_(False),
             Restart.state == RestartState.DONE,
         )
     ):
         sent[pk].append(rid)
+        jobs[pk] = job
     found = {}
     for restart in wanted:
         decision = decisions.get(restart.decision_id)
-        execution = executions.get(restart.execution_pk)
-        if decision is None or execution is None or decision.signature is None:
+        job_id = jobs.get(restart.execution_pk)
+        if decision is None or job_id is None or decision.signature is None:
             continue
         sent_at = restart.sent_at or decision.created_at
         found[restart.id] = RestartFacts(
             restart_id=restart.id,
             signature=decision.signature,
-            job_id=execution.job_id,
+            job_id=job_id,
             hosts=tuple(restart.hosts or ()),
             attempt=sum(1 for rid in sent[restart.execution_pk] if rid <= restart.id),
             wait_seconds=(sent_at - decision.created_at).total_seconds(),

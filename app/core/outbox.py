@@ -22,9 +22,10 @@ from typing import Any, Literal
 
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app import metrics
-from app.core.ingest import advance_to_run, record_documents
+from app.core.ingest import advance_to_run, record_answer
 from app.core.insights import record_restart_sent
 from app.core.lifecycle import FINAL_STATES, TRANSITIONS, IllegalTransition, cancel, transition
 from app.core.notifications import Notice, notify
@@ -122,21 +123,22 @@ def claim_due_restarts(
 ) -> list[ClaimedRestart]:
     """Claim up to `limit` due restarts for `worker`; flush, the caller commits."""
     query = (
-        select(Restart.id)
+        select(Restart, Execution)
         .join(Execution, Execution.id == Restart.execution_pk)
         .where(_due_clause(now), _not_paused())
         .order_by(Restart.due_at, Restart.id)
         .limit(limit)
+        .execution_options(populate_existing=True)
     )
-    candidates = list(session.scalars(locked(session, query, of=Restart, skip_locked=True)))
+    candidates = session.execute(locked(session, query, of=Restart, skip_locked=True)).all()
     claimed: list[ClaimedRestart] = []
     lease_until = now + dt.timedelta(seconds=lease_seconds)
-    for restart_id in candidates:
+    for restart, execution in candidates:
         # The conditional update is the claim on SQLite (and a no-op guard on PostgreSQL,
         # where the row is already locked): it only succeeds while the row is still due.
         result = session.execute(
             update(Restart)
-            .where(Restart.id == restart_id, _due_clause(now))
+            .where(Restart.id == restart.id, _due_clause(now))
             .values(
                 state=RestartState.IN_FLIGHT,
                 lease_owner=worker,
@@ -148,28 +150,25 @@ def claim_due_restarts(
         )
         if getattr(result, "rowcount", 0) != 1:
             continue
-        restart, execution = session.execute(
-            select(Restart, Execution)
-            .join(Execution, Execution.id == Restart.execution_pk)
-            .where(Restart.id == restart_id)
-            .execution_options(populate_existing=True)
-        ).one()
+        _as_claimed(restart, worker, lease_until, now)
         if restart.attempts == 1 and _superseded(restart, execution, now):
             continue
-        # An attempt left "started" belongs to a holder that died mid-call.
-        session.execute(
-            update(RestartAttempt)
-            .where(RestartAttempt.restart_id == restart_id, RestartAttempt.outcome == "started")
-            .values(outcome="interrupted", finished_at=now, detail="lease expired mid-call")
-        )
+        if restart.attempts > 1:
+            # An attempt left "started" belongs to a holder that died mid-call (a first
+            # claim has no attempt before it).
+            session.execute(
+                update(RestartAttempt)
+                .where(RestartAttempt.restart_id == restart.id, RestartAttempt.outcome == "started")
+                .values(outcome="interrupted", finished_at=now, detail="lease expired mid-call")
+            )
         attempt = RestartAttempt(
-            restart_id=restart_id, worker=worker, started_at=now, outcome="started"
+            restart_id=restart.id, worker=worker, started_at=now, outcome="started"
         )
         session.add(attempt)
         session.flush()
         claimed.append(
             ClaimedRestart(
-                restart_id=restart_id,
+                restart_id=restart.id,
                 attempt_id=attempt.id,
                 execution_id=execution.execution_id,
                 account=execution.account_alias,
@@ -182,6 +181,20 @@ def claim_due_restarts(
             )
         )
     return claimed
+
+
+def _as_claimed(restart: Restart, worker: str, lease_until: dt.datetime, now: dt.datetime) -> None:
+    """Make the loaded row say what the claim's UPDATE wrote, as if read back (not dirty):
+    its values were read under the claim's lock (FOR UPDATE; SQLite's write lock), so a
+    second read would only cost a statement."""
+    for key, value in (
+        ("state", RestartState.IN_FLIGHT),
+        ("lease_owner", worker),
+        ("lease_expires_at", lease_until),
+        ("attempts", restart.attempts + 1),
+        ("updated_at", now),
+    ):
+        set_committed_value(restart, key, value)
 
 
 def _superseded(restart: Restart, execution: Execution, now: dt.datetime) -> bool:
@@ -333,12 +346,17 @@ def record_result(
 ) -> RestartState:
     """Store the attempt and move the outbox row on; returns the row's new state. With the
     policy, tell its notification channels a restart was sent or failed for good."""
-    attempt = session.get(RestartAttempt, claim.attempt_id)
-    if attempt is not None:
-        attempt.finished_at = now
-        attempt.status_code = result.status_code
-        attempt.outcome = result.outcome
-        attempt.detail = result.detail
+    session.execute(
+        update(RestartAttempt)
+        .where(RestartAttempt.id == claim.attempt_id)
+        .values(
+            finished_at=now,
+            status_code=result.status_code,
+            outcome=result.outcome,
+            detail=result.detail,
+        )
+        .execution_options(synchronize_session=False)
+    )
     restart = session.scalars(
         locked(session, select(Restart).where(Restart.id == claim.restart_id))
     ).one()
@@ -378,12 +396,10 @@ def record_result(
     if state == RestartState.DONE:
         restart.sent_at = restart.sent_at or now
         record_restart_sent(session, restart)
+    if state == RestartState.DONE or result.document is not None:
         execution = _locked_execution(session, restart.execution_pk)
         if execution is not None:
-            execution.restart_count += 1
-            _move_to_next_run(session, execution, claim, result.document, now)
-    elif result.document is not None:
-        record_documents(session, [result.document], now)
+            _record_answer(session, execution, claim, state, result.document, now)
     if policy is not None and state in (RestartState.DONE, RestartState.FAILED):
         kind = "restart_sent" if state == RestartState.DONE else "restart_failed"
         _tell(session, policy, restart, claim, kind, result, now)
@@ -446,15 +462,20 @@ def _locked_execution(session: Session, execution_pk: int) -> Execution | None:
     return session.scalars(locked(session, query)).one_or_none()
 
 
-def _move_to_next_run(
+def _record_answer(
     session: Session,
     execution: Execution,
     claim: ClaimedRestart,
+    state: RestartState,
     document: ExecutionDocument | None,
     now: dt.datetime,
 ) -> None:
-    """The restart was accepted: the execution is PENDING in its next run (or further)."""
+    """Record the Runner's answer on the locked execution; once a restart was accepted, the
+    execution is PENDING in its next run (or further)."""
     if document is not None:
-        record_documents(session, [document], now)
+        record_answer(session, execution, document, now)
+    if state != RestartState.DONE:
+        return
+    execution.restart_count += 1
     if execution.run_index <= claim.run_index:
         advance_to_run(session, execution, claim.run_index + 1, "PENDING", now)

@@ -203,17 +203,23 @@ def _failure_details(
     return msg, stderr, rc, changed
 
 
+def document_run(doc: ExecutionDocument) -> int:
+    """The run a document speaks of: its last timer's, or the next one when it is PENDING
+    after ended timers (a restart answers PENDING with only the earlier timers)."""
+    count = len(doc.timers)
+    if doc.status in {"PENDING", "INITIALIZING"} and (
+        count == 0 or doc.timers[-1].end_ms is not None
+    ):
+        return count
+    return max(count - 1, 0)
+
+
 def apply_document(
     session: Session, state: ExecutionState, doc: ExecutionDocument, now: dt.datetime
 ) -> int:
     execution = state.execution
     count = len(doc.timers)
-    if doc.status in {"PENDING", "INITIALIZING"} and (
-        count == 0 or doc.timers[-1].end_ms is not None
-    ):
-        run_index = count  # a restart answers PENDING with only the earlier timers
-    else:
-        run_index = max(count - 1, 0)
+    run_index = document_run(doc)
     for index, timer in enumerate(doc.timers):
         run = state.run(session, index)
         if timer.start_ms is not None:

@@ -15,6 +15,7 @@ from app.core.ingest import (
     advance_to_run,
     ingest_and_decide,
     parse_deliveries,
+    record_answer,
     record_deliveries,
     record_documents,
 )
@@ -154,6 +155,39 @@ def test_advance_to_run_moves_forward_only(sessions: sessionmaker[Session]) -> N
     with sessions() as session:
         stored = execution(session)
         assert (stored.status, stored.run_index, stored.failed_hosts) == ("PENDING", 1, [])
+
+
+def test_a_restart_answer_is_stored_applied_once_and_leaves_pending_deliveries_alone(
+    sessions: sessionmaker[Session],
+) -> None:
+    store(sessions, failing_run_events(T0))
+    answer = ExecutionDocument(
+        EXECUTION_ID, JOB_ID, ACCOUNT, "PENDING", (Timer(T0, T0 + 1000),), ("web2",),
+        None, None, None,
+    )  # fmt: skip
+    with transaction(sessions) as session:
+        session.add(
+            Event(
+                execution_id=EXECUTION_ID,
+                delivery_key="waiting",
+                pending=True,
+                kind="document",
+                payload={},
+            )
+        )
+    for _ in range(2):  # the second time, a duplicate: not stored, not applied
+        with transaction(sessions) as session:
+            record_answer(session, execution(session), answer, NOW)
+
+    with sessions() as session:
+        stored = execution(session)
+        assert (stored.status, stored.run_index, stored.run_count) == ("PENDING", 1, 2)
+        rows = session.execute(
+            select(Event.delivery_key, Event.pending, Event.run_index).order_by(Event.id)
+        ).all()
+        assert [(pending, run) for _, pending, run in rows[-2:]] == [(True, None), (False, 1)]
+        assert rows[-2].delivery_key == "waiting"
+        assert count(session, Event) == len(failing_run_events(T0)) + 2
 
 
 def test_ingest_and_decide_queues_one_restart_per_failed_run(
