@@ -43,10 +43,20 @@ def parse_app() -> Flask:
     return app
 
 
+def create_naive_table(database_url: str) -> None:
+    """The naive receiver's table, made once before it serves: made by each gunicorn worker
+    as it boots, two workers raced to create it on PostgreSQL and one failed to boot."""
+    engine = make_engine(database_url)
+    try:
+        METADATA.create_all(engine)
+    finally:
+        engine.dispose()
+
+
 def naive_app() -> Flask:
+    """Needs its table (`create_naive_table`)."""
     app = Flask("bench_naive_receiver")
     engine = make_engine(os.environ["BENCH_DATABASE_URL"])
-    METADATA.create_all(engine)
 
     @app.post("/callbacks/<token>")
     def receive(token: str) -> Any:

@@ -34,6 +34,7 @@ from sqlalchemy import func, inspect, select, text
 from app.db import make_engine, utcnow
 from app.models import Event
 from bench import feed
+from bench.baselines import create_naive_table
 from bench.common import CALLBACK_TOKEN, PROJECT, Context, free_port, table
 
 NAME = "ingest"
@@ -201,11 +202,10 @@ def _measure(ctx: Context, kind: str, per_body: int, seconds: float) -> list[Row
     with baseline("parse_app", None, scratch / "parse.log") as base:
         result = wrk(base + path, bodies, seconds)
         rows.append(Row("parse only", result, result.requests * per_body))
-    with (
-        ctx.databases.database(kind) as url,
-        baseline("naive_app", url, scratch / "naive.log") as base,
-    ):
-        result = wrk(base + path, bodies, seconds)
+    with ctx.databases.database(kind) as url:
+        create_naive_table(url)
+        with baseline("naive_app", url, scratch / "naive.log") as base:
+            result = wrk(base + path, bodies, seconds)
         rows.append(Row("naive receiver", result, result.requests * per_body))
     with ctx.databases.database(kind) as url:
         with respawn(url, ctx.folder(f"ingest-instance-{kind}"), scratch / "respawn.log") as base:
