@@ -38,7 +38,12 @@ from app.runner.documents import ExecutionDocument, StatusEvent
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
-"""Deliveries stored, or applied, in one transaction at most."""
+"""Deliveries stored (or replayed from the spool) in one transaction at most."""
+PROCESS_BATCH = {"sqlite": 200, "postgresql": MAX_BATCH}
+"""Deliveries applied in one transaction at most, by database. SQLite has one writer: the
+processor holds the write lock for its whole batch while the writer, and so every callback
+waiting for its 202, waits behind it; a smaller batch keeps that wait short. PostgreSQL
+writers do not wait for each other, and a larger batch shares one commit."""
 SWEEP_SECONDS = 2.0
 """How often an idle processor looks for leftovers (pending rows, spooled records)."""
 LEFTOVER_AGE = dt.timedelta(seconds=5)
@@ -143,6 +148,7 @@ class Intake:
         policy: Callable[[], Policy],
         defer_unknown_jobs: bool,
         on_queued: Callable[[bool], None],
+        process_batch: int = MAX_BATCH,
     ) -> None:
         self.writer_sessions = writer_sessions
         self.sessions = sessions
@@ -156,6 +162,7 @@ class Intake:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._next_replay = 0.0
+        self._process_batch = process_batch
 
     # --- the callback's side ----------------------------------------------------------------
 
@@ -329,7 +336,7 @@ class Intake:
 
     def _process_loop(self) -> None:
         while True:
-            tickets, stop = _take(self._stored, SWEEP_SECONDS)
+            tickets, stop = _take(self._stored, SWEEP_SECONDS, self._process_batch)
             try:
                 if tickets:
                     self._process(tickets)
@@ -420,9 +427,11 @@ class Intake:
             self._apply(set(leftovers))
 
 
-def _take(source: queue.SimpleQueue[Ticket | None], wait: float) -> tuple[list[Ticket], bool]:
-    """What is waiting (up to MAX_BATCH deliveries), after up to `wait` seconds for the
-    first; and whether the stop marker came."""
+def _take(
+    source: queue.SimpleQueue[Ticket | None], wait: float, limit: int = MAX_BATCH
+) -> tuple[list[Ticket], bool]:
+    """What is waiting (up to `limit` deliveries, or one ticket that has more), after up to
+    `wait` seconds for the first; and whether the stop marker came."""
     tickets: list[Ticket] = []
     try:
         first = source.get(timeout=wait)
@@ -432,7 +441,7 @@ def _take(source: queue.SimpleQueue[Ticket | None], wait: float) -> tuple[list[T
         return tickets, True
     tickets.append(first)
     size = len(first.deliveries)
-    while size < MAX_BATCH:
+    while size < limit:
         try:
             more = source.get_nowait()
         except queue.Empty:
