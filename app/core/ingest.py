@@ -14,7 +14,6 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.decisions import DecideResult
@@ -28,7 +27,7 @@ from app.core.deliveries import (
 from app.core.inbox import process, store, store_applied
 from app.core.insights import record_restart_outcomes
 from app.core.runs import ExecutionState, set_status
-from app.models import Execution, ExecutionRun
+from app.models import Execution
 from app.policy import Policy
 from app.runner.documents import ExecutionDocument
 
@@ -105,8 +104,7 @@ def record_answer(
     if document.execution_id != execution.execution_id:
         record_documents(session, [document], now)  # about another execution: the inbox's way
         return
-    runs = session.scalars(select(ExecutionRun).where(ExecutionRun.execution_pk == execution.id))
-    store_applied(session, ExecutionState(execution, runs), document, now)
+    store_applied(session, ExecutionState.load(session, execution), document, now)
 
 
 def ingest_and_decide(
@@ -129,8 +127,7 @@ def advance_to_run(
     session: Session, execution: Execution, run_index: int, status: str, now: dt.datetime
 ) -> None:
     """Move an execution forward to a run (a restart respawn saw accepted)."""
-    runs = session.scalars(select(ExecutionRun).where(ExecutionRun.execution_pk == execution.id))
-    state = ExecutionState(execution, runs)
+    state = ExecutionState.load(session, execution)
     set_status(session, state, run_index, status, now)
     state.finish()
     record_restart_outcomes(session, state.settled)

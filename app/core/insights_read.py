@@ -119,42 +119,31 @@ def signature_stats(
         .correlate(FailureSignature)
         .scalar_subquery()
     )
-    known = {
-        row.key: (row, rule)
-        for row, rule in session.execute(
-            select(FailureSignature, latest_rule).where(FailureSignature.key.in_(keys))
-        )
-    }
-    stats = {
-        key: SignatureStats(
-            key,
-            known[key][0].failure_class if key in known else "unknown",
-            known[key][0].text if key in known else "",
-            rule=known[key][1] if key in known else None,
-        )
-        for key in keys
-    }
+    stats = {key: SignatureStats(key, "unknown", "") for key in keys}
+    for row, rule in session.execute(
+        select(FailureSignature, latest_rule).where(FailureSignature.key.in_(keys))
+    ):
+        item = stats[row.key]
+        item.failure_class, item.text, item.rule = row.failure_class, row.text, rule
     sums = [func.sum(InsightCount.__table__.c[name]) for name in COUNTERS]
     recent = (InsightCount.signature.in_(keys), InsightCount.day >= since)
     # Summed in the database: one row per signature (and day, for the page's sparkline).
     per = (InsightCount.signature, InsightCount.day) if detail else (InsightCount.signature,)
-    for key, *values in session.execute(
-        select(InsightCount.signature, *sums, *per[1:])
-        .where(InsightCount.scope == ALL, *recent)
-        .group_by(*per)
+    for row in session.execute(
+        select(*per, *sums).where(InsightCount.scope == ALL, *recent).group_by(*per)
     ):
-        item = stats[key]
-        item.total.add_values(values[: len(COUNTERS)])
+        item, values = stats[row[0]], row[len(per) :]
+        item.total.add_values(values)
         if detail:
-            item.by_day.setdefault(values[-1], Tally()).add_values(values[: len(COUNTERS)])
+            item.by_day.setdefault(row[1], Tally()).add_values(values)
     # One row per signature and attempt, or wait.
-    for key, scope, bucket, *values in session.execute(
+    for key, scope, bucket, *totals in session.execute(
         select(InsightCount.signature, InsightCount.scope, InsightCount.item, *sums)
         .where(InsightCount.scope.in_((ATTEMPT, WAIT)), *recent)
         .group_by(InsightCount.signature, InsightCount.scope, InsightCount.item)
     ):
         into = stats[key].by_attempt if scope == ATTEMPT else stats[key].by_wait
-        into.setdefault(int(bucket), Tally()).add_values(values)
+        into.setdefault(int(bucket), Tally()).add_values(totals)
     for key in keys if detail else ():
         # The latest decisions; one execution's runs are several, so a few more are read.
         latest = session.execute(

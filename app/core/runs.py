@@ -53,6 +53,14 @@ class ExecutionState:
         self.settled: list[int] = []
         """Restarts whose run ended in this batch (their outcome is counted once it is done)."""
 
+    @classmethod
+    def load(cls, session: Session, execution: Execution) -> ExecutionState:
+        """One execution's state, its runs read (the batch path reads many at once)."""
+        runs = session.scalars(
+            select(ExecutionRun).where(ExecutionRun.execution_pk == execution.id)
+        )
+        return cls(execution, runs)
+
     def run(self, session: Session, index: int) -> ExecutionRun:
         run = self.runs.get(index)
         if run is None:

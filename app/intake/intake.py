@@ -39,17 +39,24 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 """Deliveries stored (or replayed from the spool) in one transaction at most."""
-PROCESS_BATCH = {"sqlite": 200, "postgresql": MAX_BATCH}
-"""Deliveries applied in one transaction at most, by database. SQLite has one writer: the
-processor holds the write lock for its whole batch while the writer, and so every callback
-waiting for its 202, waits behind it; a smaller batch keeps that wait short. PostgreSQL
-writers do not wait for each other, and a larger batch shares one commit."""
+SQLITE_PROCESS_BATCH = 200
+"""Deliveries applied in one transaction at most on SQLite (`process_batch_for`)."""
 SWEEP_SECONDS = 2.0
 """How often an idle processor looks for leftovers (pending rows, spooled records)."""
 LEFTOVER_AGE = dt.timedelta(seconds=5)
 """Pending rows younger than this belong to a live process's processor, not to the sweep."""
 REPLAY_SECONDS = 1.0
 """While the database is away, how often the writer tries to store what it spooled."""
+
+
+def process_batch_for(dialect: str) -> int:
+    """Deliveries applied in one transaction at most on this database. SQLite has one
+    writer: the processor holds the write lock for its whole batch while the writer, and so
+    every callback waiting for its 202, waits behind it; a smaller batch keeps that wait
+    short. PostgreSQL writers do not wait for each other, and a larger batch shares one
+    commit."""
+    return SQLITE_PROCESS_BATCH if dialect == "sqlite" else MAX_BATCH
+
 
 # The database did not answer, or not in time: spool and answer anyway.
 _UNAVAILABLE = (OperationalError, DBAPIError)
