@@ -213,24 +213,39 @@ def seed(app: Flask, now: dt.datetime) -> Seeded:
     return seeded
 
 
-def _server_app(tmp: Path, sqlite_template: Path) -> Flask:
+def copy_database(tmp: Path, sqlite_template: Path) -> str:
+    """A migrated SQLite database of the module's own in `tmp`; its URL."""
     database = tmp / "respawn.db"
     shutil.copy(sqlite_template, database)
-    policy = tmp / "policy.yaml"
-    policy.write_text(BROWSER_POLICY)
-    app = create_app(
+    return f"sqlite:///{database}"
+
+
+def browser_app(tmp: Path, database_url: str, policy: str, **settings: Any) -> Flask:
+    """An app for a browser test: this policy, no dispatcher, cookies over plain HTTP."""
+    policy_file = tmp / "policy.yaml"
+    policy_file.write_text(policy)
+    return create_app(
         {
-            "database_url": f"sqlite:///{database}",
+            "database_url": database_url,
             "callback_tokens": (CALLBACK_TOKEN,),
             "testing": True,
             "dispatcher": "off",
-            "policy_file": str(policy),
-            "policy_check_interval": 0.0,
+            "policy_file": str(policy_file),
             "secure_cookies": False,
             "log_level": "WARNING",
-            "callback_ack": "processed",  # the seeding reads back what it posted
             "spool_dir": str(tmp / "spool"),
+            **settings,
         }
+    )
+
+
+def _server_app(tmp: Path, sqlite_template: Path) -> Flask:
+    app = browser_app(
+        tmp,
+        copy_database(tmp, sqlite_template),
+        BROWSER_POLICY,
+        policy_check_interval=0.0,
+        callback_ack="processed",  # the seeding reads back what it posted
     )
     app.config["ADMIN_REFRESH_SECONDS"] = 1
     return app

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app import create_app
 from bench.plant import PLANT_POLICY, Planted, plant, planted_patterns
-from tests.browser.conftest import LiveServer, Seeded, serving
-from tests.conftest import CALLBACK_TOKEN
+from tests.browser.conftest import LiveServer, Seeded, browser_app, copy_database, serving
 from tests.helpers import save_user
 
 pytestmark = pytest.mark.browser
@@ -26,24 +23,9 @@ def planted_server(
     tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
 ) -> Iterator[tuple[LiveServer, Planted]]:
     tmp = tmp_path_factory.mktemp("insights")
-    database = tmp / "respawn.db"
-    shutil.copy(sqlite_template, database)
-    policy = tmp / "policy.yaml"
-    policy.write_text(PLANT_POLICY)
-    url = f"sqlite:///{database}"
+    url = copy_database(tmp, sqlite_template)
     planted = plant(url, planted_patterns(), now=dt.datetime.now(dt.UTC), seed=3)
-    app = create_app(
-        {
-            "database_url": url,
-            "callback_tokens": (CALLBACK_TOKEN,),
-            "testing": True,
-            "dispatcher": "off",
-            "policy_file": str(policy),
-            "secure_cookies": False,
-            "log_level": "WARNING",
-            "spool_dir": str(tmp / "spool"),
-        }
-    )
+    app = browser_app(tmp, url, PLANT_POLICY)
     save_user(app, "olivia", "operator", "correct-horse-battery")
     with serving(app, Seeded()) as server:
         yield server, planted

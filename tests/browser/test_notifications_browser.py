@@ -4,14 +4,12 @@ with a mute, as an operator sees them (screenshot)."""
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app import create_app
 from app.core.notifications import (
     Notice,
     SendResult,
@@ -23,8 +21,7 @@ from app.core.notifications import (
 from app.db import utcnow
 from app.extensions import get_runtime
 from app.models import Execution
-from tests.browser.conftest import LiveServer, Seeded, serving
-from tests.conftest import CALLBACK_TOKEN
+from tests.browser.conftest import LiveServer, Seeded, browser_app, copy_database, serving
 from tests.helpers import save_user, transaction
 
 pytestmark = pytest.mark.browser
@@ -91,22 +88,11 @@ def notify_server(
     tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
 ) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("notifications")
-    database = tmp / "respawn.db"
-    shutil.copy(sqlite_template, database)
-    policy = tmp / "policy.yaml"
-    policy.write_text(POLICY)
-    app = create_app(
-        {
-            "database_url": f"sqlite:///{database}",
-            "callback_tokens": (CALLBACK_TOKEN,),
-            "testing": True,
-            "dispatcher": "off",
-            "policy_file": str(policy),
-            "secure_cookies": False,
-            "log_level": "WARNING",
-            "spool_dir": str(tmp / "spool"),
-            "public_url": "https://respawn.example.com",
-        }
+    app = browser_app(
+        tmp,
+        copy_database(tmp, sqlite_template),
+        POLICY,
+        public_url="https://respawn.example.com",
     )
     save_user(app, "olivia", "operator", "correct-horse-battery")
     _seed(app)
