@@ -6,9 +6,12 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from app.core.users import save_user as _save_user
@@ -20,6 +23,22 @@ def transaction(app: Flask) -> Iterator[Session]:
     """`with transaction(app) as s:`: committed on success, like the background's work."""
     with get_runtime(app).transaction() as session:
         yield session
+
+
+@contextmanager
+def counted_statements(engines: Engine | type[Engine]) -> Iterator[list[str]]:
+    """The SQL statements an engine runs meanwhile (or every engine, given the class: a
+    command builds its own)."""
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engines, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engines, "before_cursor_execute", record)
 
 
 def save_user(app: Flask, name: str, role: str, password: str) -> bool:

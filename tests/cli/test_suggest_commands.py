@@ -4,22 +4,18 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from app.cli import main
 from app.policy import parse_policy
 from bench.plant import PLANT_POLICY, Planted, bench_patterns, plant, planted_patterns
 from tests.conftest import CALLBACK_TOKEN
-from tests.helpers import cli_env
+from tests.helpers import cli_env, counted_statements
 
 
 @pytest.fixture
@@ -78,29 +74,14 @@ def test_nothing_is_suggested_below_min_samples(env: dict[str, str], planted: Pl
     assert "no suggestions" in result.output
 
 
-@contextmanager
-def counted() -> Iterator[list[str]]:
-    """The SQL statements any engine runs meanwhile (the command builds its own)."""
-    statements: list[str] = []
-
-    def record(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
-
-
 def test_suggestions_cost_the_same_statements_for_many_more_signatures(
     env: dict[str, str], planted: Planted, database_url: str
 ) -> None:
-    with counted() as few:
+    with counted_statements(Engine) as few:
         assert respawn(env, "policy", "suggest", "--no-backtest").exit_code == 0
 
     plant(database_url, bench_patterns(random.Random(3)), seed=8)  # 56 more signatures
-    with counted() as many:
+    with counted_statements(Engine) as many:
         result = respawn(env, "policy", "suggest", "--no-backtest")
 
     assert result.exit_code == 0, result.output

@@ -8,15 +8,14 @@ import functools
 import json
 import random
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, insert, select
+from sqlalchemy import insert, select
 from werkzeug.security import generate_password_hash
 from werkzeug.test import TestResponse
 
@@ -35,7 +34,7 @@ from app.web.admin.views import safe_next
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import EXECUTION_ID, JOB_ID, failing_run_events
 from tests.feed import event as feed_event
-from tests.helpers import save_user, transaction
+from tests.helpers import counted_statements, save_user, transaction
 
 PASSWORD = "a-long-test-password"
 # Access checks and argument handling do not depend on the database: SQLite only.
@@ -169,23 +168,8 @@ def audit(app: Flask) -> list[tuple[str, str, str]]:
         ]
 
 
-@contextmanager
-def counted_queries(app: Flask) -> Iterator[list[str]]:
-    statements: list[str] = []
-    engine = get_runtime(app).engine
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-
-
 def queries_for(app: Flask, client: FlaskClient, path: str) -> int:
-    with counted_queries(app) as statements:
+    with counted_statements(get_runtime(app).engine) as statements:
         response = client.get(path)
     assert response.status_code == 200, response.get_data(as_text=True)[:500]
     return len(statements)

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event
 from werkzeug.security import generate_password_hash
 
 from app.extensions import get_runtime
 from app.web.admin import insights
 from bench.plant import plant, planted_patterns
-from tests.helpers import save_user
+from tests.helpers import counted_statements, save_user
 from tests.web.admin.test_admin import PASSWORD, log_in
 
 CARD = re.compile(r'data-test="insight"')
@@ -34,21 +30,6 @@ def viewer(app: Flask, client: FlaskClient) -> FlaskClient:
     save_user(app, "victor", "viewer", PASSWORD)
     assert log_in(client, "victor").status_code == 302
     return client
-
-
-@contextmanager
-def counted(app: Flask) -> Iterator[list[str]]:
-    statements: list[str] = []
-    engine = get_runtime(app).engine
-
-    def record(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def test_a_viewer_sees_an_empty_page_explained(viewer: FlaskClient) -> None:
@@ -84,11 +65,11 @@ def test_the_page_costs_the_same_queries_for_a_longer_history(
 ) -> None:
     plant(database_url, planted_patterns(), seed=5)
     viewer.get("/admin/insights")
-    with counted(app) as small:
+    with counted_statements(get_runtime(app).engine) as small:
         viewer.get("/admin/insights")
 
     plant(database_url, planted_patterns(scale=3), seed=6)
-    with counted(app) as large:
+    with counted_statements(get_runtime(app).engine) as large:
         answer = viewer.get("/admin/insights")
 
     assert answer.status_code == 200
