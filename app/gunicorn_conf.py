@@ -92,6 +92,7 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     runtime = get_runtime(worker.wsgi)
     if runtime.settings.dispatcher == "embedded":
         start_background(runtime, dispatchers=runtime.settings.dispatcher_threads)
+    worker.log.info("Worker ready (pid: %s)", worker.pid)
 
 
 def worker_exit(server, worker):  # type: ignore[no-untyped-def]

@@ -128,6 +128,7 @@ class Runtime:
                         defer_unknown_jobs=settings.runner_configured,
                         on_queued=self.wake_background,
                         process_batch=process_batch_for(self._intake_engine.dialect.name),
+                        apply_on_store=self._intake_engine.dialect.name == "sqlite",
                     )
         return self._intake
 

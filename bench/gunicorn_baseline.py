@@ -6,3 +6,4 @@ from app.gunicorn_conf import *  # noqa: F403  (every setting of the shipped con
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
     """The baselines have no background to start."""
+    worker.log.info("Worker ready (pid: %s)", worker.pid)

@@ -40,6 +40,7 @@ from bench.common import CALLBACK_TOKEN, PROJECT, Context, free_port, table
 NAME = "ingest"
 TITLE = "Front door: sustained ingest through gunicorn (wrk)"
 CONNECTIONS = 16
+WORKERS = 2  # `respawn serve`'s default, and the baselines'
 WRK_THREADS = 2
 BATCH = 50
 LUA = PROJECT / "bench" / "wrk_post.lua"
@@ -94,15 +95,19 @@ def wrk(url: str, bodies: Path, seconds: float) -> WrkResult:
 
 
 def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the server answers and every worker is up: the first worker answers while the
+    second still boots, and wrk's connections, opened at once and kept alive, would all
+    stay with the first."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
         try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
+            healthy = requests.get(f"{base}/healthz", timeout=1).status_code == 200
         except requests.RequestException:
-            pass
+            healthy = False
+        if healthy and log.read_text().count("Worker ready") >= WORKERS:
+            return
         time.sleep(0.1)
     raise RuntimeError(f"server did not become healthy: {log.read_text()[-2000:]}")
 

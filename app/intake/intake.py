@@ -9,6 +9,15 @@ order, and decides every failed run (`app.core.inbox.process`), in batches; when
 picks up deliveries left pending by a crash and replays spooled ones once the database is
 back.
 
+Both take what is waiting only once their transaction has begun: on SQLite, beginning waits
+for the database's one write lock, and whatever arrived meanwhile joins the batch, so under
+load the batches grow instead of the queue (the cost of a transaction is mostly fixed). On
+SQLite the writer also applies what it stored in the same transaction (`apply_on_store`):
+every transaction there waits its turn at the one write lock, and one turn per batch rather
+than two (store, then apply) is what the single writer can afford; the processor then only
+takes what the writer could not apply. On PostgreSQL writers do not wait for each other, so
+the processor applies beside the writer and a callback is answered once stored.
+
 A callback's answer waits for the writer (`RESPAWN_CALLBACK_ACK=durable`, the default) or
 also for the processor (`processed`).
 """
@@ -28,7 +37,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import metrics
 from app.core.deliveries import Delivery
-from app.core.inbox import Processed, count_attempt, pending_executions, process, store
+from app.core.inbox import (
+    Processed,
+    Stored,
+    count_attempt,
+    pending_executions,
+    process,
+    store,
+)
 from app.core.notifications import Notice, notify
 from app.db import transaction, utcnow
 from app.intake.spool import Spool, Spooled
@@ -156,6 +172,7 @@ class Intake:
         defer_unknown_jobs: bool,
         on_queued: Callable[[bool], None],
         process_batch: int = MAX_BATCH,
+        apply_on_store: bool = False,
     ) -> None:
         self.writer_sessions = writer_sessions
         self.sessions = sessions
@@ -170,6 +187,9 @@ class Intake:
         self._stopping = threading.Event()
         self._next_replay = 0.0
         self._process_batch = process_batch
+        self._apply_on_store = apply_on_store
+        # Applied where they are stored, a batch is bounded as the processor's is.
+        self._write_batch = process_batch if apply_on_store else MAX_BATCH
 
     # --- the callback's side ----------------------------------------------------------------
 
@@ -215,10 +235,10 @@ class Intake:
 
     def _write_loop(self) -> None:
         while True:
-            tickets, stop = _take(self._incoming, REPLAY_SECONDS)
+            tickets, stop = _take(self._incoming, REPLAY_SECONDS, self._write_batch)
             try:
                 if tickets:
-                    self._write(tickets)
+                    stop = self._write(tickets, self._apply_on_store) or stop
                 elif self.spool.has_records:
                     self._replay_own()  # quiet now: store what was spooled once it is back
             except Exception:
@@ -228,31 +248,50 @@ class Intake:
                 self._stored.put(None)
                 return
 
-    def _write(self, tickets: list[Ticket]) -> None:
-        deliveries = [d for ticket in tickets for d in ticket.deliveries]
+    def _write(self, tickets: list[Ticket], apply: bool) -> bool:
+        """Store the tickets, and those that arrive while the transaction begins; apply them
+        too when `apply`. Whether the stop marker came with the latecomers."""
         now = utcnow()
         if self.spool.has_records and not self._replay_own():
-            self._spool(tickets, deliveries, now)  # keep the order: behind what waits already
-            return
-
+            self._spool(tickets, _deliveries(tickets), now)  # keep the order: behind what waits
+            return False
+        stop = False
+        stored: Stored | None = None
+        result: Processed | None = None
         try:
             with transaction(self.writer_sessions) as session:
+                session.connection()  # begun: on SQLite, the write lock is ours
+                stop = _take_more(self._incoming, tickets, self._write_batch)
+                deliveries = _deliveries(tickets)
                 stored = store(session, deliveries, now)
-        except _UNAVAILABLE:
-            log.warning("database unavailable: spooling %d deliveries", len(deliveries))
-            self._spool(tickets, deliveries, now)
-            return
-        except Exception:
-            log.exception("callbacks could not be stored")
-            _fail(tickets)
-            return
+                if apply:
+                    _share(tickets, stored.new)
+                    result = self._process_tickets(session, tickets)
+        except Exception as exc:
+            if result is None and stored is not None:
+                # Storing worked, applying did not (and took the stored rows with it): store
+                # them alone, for the processor to apply (or retry) on its own.
+                log.warning("applying callbacks where they are stored failed: %r", exc)
+                return self._write(tickets, apply=False) or stop
+            if isinstance(exc, _UNAVAILABLE):
+                log.warning("database unavailable: spooling %d callbacks", len(tickets))
+                self._spool(tickets, _deliveries(tickets), now)
+            else:
+                log.exception("callbacks could not be stored")
+                _fail(tickets)
+            return stop
         _share(tickets, stored.new)
         metrics.EVENTS_STORED.inc(stored.accepted)
         metrics.EVENT_DUPLICATES.inc(stored.duplicates)
         _count_received(deliveries, stored.new)
         for ticket in tickets:
             ticket.durable.set()
-            self._stored.put(ticket)
+        if result is None:
+            for ticket in tickets:
+                self._stored.put(ticket)
+        else:
+            self._processed(tickets, result)
+        return stop
 
     def _spool(self, tickets: list[Ticket], deliveries: list[Delivery], now: dt.datetime) -> None:
         try:
@@ -346,7 +385,7 @@ class Intake:
             tickets, stop = _take(self._stored, SWEEP_SECONDS, self._process_batch)
             try:
                 if tickets:
-                    self._process(tickets)
+                    stop = self._process(tickets) or stop
                 elif not stop:
                     self._sweep()
             except Exception:
@@ -354,45 +393,71 @@ class Intake:
             if stop:
                 return
 
-    def _process(self, tickets: list[Ticket]) -> None:
-        parsed: dict[str, ExecutionDocument | StatusEvent] = {}
-        for ticket in tickets:
-            for delivery in ticket.fresh():
-                parsed[delivery.delivery_key] = delivery.item
-        ids = {item.execution_id for item in parsed.values()}
+    def _process(self, tickets: list[Ticket]) -> bool:
+        """Apply the tickets, and those stored while the transaction begins. Whether the
+        stop marker came with the latecomers."""
+        stop = False
         try:
-            self._apply(ids, parsed)
-        finally:
-            done = time.monotonic()
-            for ticket in tickets:
-                ticket.processed.set()
-                metrics.PROCESSING_LAG.observe(done - ticket.arrived)
+            with transaction(self.sessions) as session:
+                session.connection()  # begun: on SQLite, the write lock is ours
+                stop = _take_more(self._stored, tickets, self._process_batch)
+                result = self._process_tickets(session, tickets)
+        except Exception:  # noqa: BLE001  (retried one by one, each failure logged)
+            log.warning("applying %d callbacks failed; one execution at a time now", len(tickets))
+            result = self._one_by_one(_execution_ids(tickets), _parsed(tickets))
+        self._processed(tickets, result)
+        return stop
 
-    def _apply(
-        self,
-        execution_ids: set[str],
-        parsed: dict[str, ExecutionDocument | StatusEvent] | None = None,
-    ) -> None:
-        if not execution_ids:
-            return
-        try:
-            result = self._process_in_one(execution_ids, parsed)
-        except Exception:  # noqa: BLE001  (retried one by one below, each failure logged)
-            log.warning("applying %d executions failed; one by one now", len(execution_ids))
-            result = Processed()
-            for execution_id in sorted(execution_ids):
-                try:
-                    one = self._process_in_one({execution_id}, parsed)
-                except Exception:
-                    log.exception("applying the deliveries of %s failed", execution_id)
-                    self._count_attempt(execution_id)
-                    continue
-                result.applied += one.applied
-                result.decided.queued += one.decided.queued
-                result.decided.deferred += one.decided.deferred
+    def _process_tickets(self, session: Session, tickets: list[Ticket]) -> Processed:
+        parsed = _parsed(tickets)
+        return process(
+            session,
+            _execution_ids(tickets),
+            utcnow(),
+            self.policy(),
+            defer_unknown_jobs=self.defer_unknown_jobs,
+            parsed=parsed,
+        )
+
+    def _processed(self, tickets: list[Ticket], result: Processed) -> None:
+        done = time.monotonic()
+        for ticket in tickets:
+            ticket.processed.set()
+            metrics.PROCESSING_LAG.observe(done - ticket.arrived)
         metrics.EVENTS_APPLIED.inc(result.applied)
         if result.decided.queued or result.decided.deferred:
             self.on_queued(result.decided.deferred > 0)
+
+    def _apply(self, execution_ids: set[str]) -> None:
+        """Apply what is pending for these executions (read back from the database)."""
+        if not execution_ids:
+            return
+        try:
+            result = self._process_in_one(execution_ids, None)
+        except Exception:  # noqa: BLE001  (retried one by one below, each failure logged)
+            log.warning("applying %d executions failed; one by one now", len(execution_ids))
+            result = self._one_by_one(execution_ids, None)
+        metrics.EVENTS_APPLIED.inc(result.applied)
+        if result.decided.queued or result.decided.deferred:
+            self.on_queued(result.decided.deferred > 0)
+
+    def _one_by_one(
+        self,
+        execution_ids: set[str],
+        parsed: dict[str, ExecutionDocument | StatusEvent] | None,
+    ) -> Processed:
+        result = Processed()
+        for execution_id in sorted(execution_ids):
+            try:
+                one = self._process_in_one({execution_id}, parsed)
+            except Exception:
+                log.exception("applying the deliveries of %s failed", execution_id)
+                self._count_attempt(execution_id)
+                continue
+            result.applied += one.applied
+            result.decided.queued += one.decided.queued
+            result.decided.deferred += one.decided.deferred
+        return result
 
     def _process_in_one(
         self,
@@ -458,6 +523,35 @@ def _take(
         tickets.append(more)
         size += len(more.deliveries)
     return tickets, False
+
+
+def _take_more(source: queue.SimpleQueue[Ticket | None], tickets: list[Ticket], limit: int) -> bool:
+    """Add to `tickets` what waits in `source` now, while they hold fewer than `limit`
+    deliveries; whether the stop marker came (the caller's loop then ends after this batch)."""
+    size = sum(len(t.deliveries) for t in tickets)
+    while size < limit:
+        try:
+            more = source.get_nowait()
+        except queue.Empty:
+            return False
+        if more is None:
+            return True
+        tickets.append(more)
+        size += len(more.deliveries)
+    return False
+
+
+def _deliveries(tickets: list[Ticket]) -> list[Delivery]:
+    return [d for ticket in tickets for d in ticket.deliveries]
+
+
+def _parsed(tickets: list[Ticket]) -> dict[str, ExecutionDocument | StatusEvent]:
+    """The new deliveries' items by delivery key (duplicates were applied before)."""
+    return {d.delivery_key: d.item for ticket in tickets for d in ticket.fresh()}
+
+
+def _execution_ids(tickets: list[Ticket]) -> set[str]:
+    return {d.item.execution_id for ticket in tickets for d in ticket.fresh()}
 
 
 def _share(tickets: list[Ticket], new: list[bool]) -> None:

@@ -220,17 +220,20 @@ def test_the_writer_and_processor_outlive_a_failing_batch(
     eventually(lambda: counts(durable) == {"events": 1, "pending": 0, "decisions": 0}, "exec-b")
 
 
-def test_the_processor_applies_small_batches_on_sqlite_and_all_that_waits_on_postgres(
+def test_batches_are_small_on_sqlite_and_take_all_that_waits_on_postgres(
     durable: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SQLite has one writer: while the processor applies a batch, every callback waits for
-    its 202 behind it, so the batch is kept small; PostgreSQL applies what waits at once."""
+    """SQLite has one writer: while a batch is applied, every callback waits for its 202
+    behind it, so a batch is kept small; PostgreSQL applies what waits at once. (On SQLite
+    the writer applies what it stores; on PostgreSQL the processor does.)"""
+    entered = threading.Event()
     released = threading.Event()
     applied: list[int] = []
     real = intake_module.process
 
     def held(*args: Any, **kwargs: Any) -> Any:
-        released.wait(20)  # the first batch holds the processor while callbacks pile up
+        entered.set()
+        released.wait(20)  # the first batch is held while callbacks pile up behind it
         result = real(*args, **kwargs)
         applied.append(result.applied)
         return result
@@ -244,16 +247,31 @@ def test_the_processor_applies_small_batches_on_sqlite_and_all_that_waits_on_pos
         ]
         for n in range(12)
     ]
-    client = durable.test_client()
-    for body in bodies:
-        assert post(client, body)["accepted"] == len(body)
+    accepted: list[int] = []
+
+    def send(body: list[dict[str, Any]]) -> None:
+        accepted.append(post(durable.test_client(), body)["accepted"])
+
+    senders = [threading.Thread(target=send, args=(body,)) for body in bodies]
+    senders[0].start()
+    eventually(entered.is_set, "the first batch is held")
+    for sender in senders[1:]:
+        sender.start()
+    intake = get_runtime(durable).intake
+    sqlite = get_runtime(durable).engine.dialect.name == "sqlite"
+    waiting = intake._incoming if sqlite else intake._stored
+    eventually(lambda: waiting.qsize() == len(bodies) - 1, "the others wait")
     released.set()
+    for sender in senders:
+        sender.join(30)
     total = sum(len(body) for body in bodies)
     eventually(lambda: sum(applied) == total, "every delivery applied")
 
+    assert sorted(accepted) == sorted(len(body) for body in bodies)
     # The held first batch, then what piled up meanwhile (tickets are taken whole: a batch
     # stops at the first ticket that reaches the limit).
-    if get_runtime(durable).engine.dialect.name == "sqlite":
+    assert applied[0] == len(bodies[0])
+    if sqlite:
         assert max(applied) < 200 + len(bodies[0])
         assert len(applied) >= 3
     else:

@@ -91,6 +91,12 @@ def serve(env: dict[str, str], folder: Path, workers: int = 2) -> Iterator[Serve
             60,
             f"respawn serve: {log.read_text()[-2000:] if log.exists() else ''}",
         )
+        # Every worker, not just the first to answer: connections go to the workers up.
+        wait_until(
+            lambda: log.read_text().count("Worker ready") >= workers,
+            60,
+            f"respawn serve's workers: {log.read_text()[-2000:]}",
+        )
         yield served
     finally:
         process.send_signal(signal.SIGTERM)
