@@ -19,7 +19,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, text, update
+from sqlalchemy import BigInteger, Integer, Table, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from app.core.decisions import DecideResult, decide_failed_runs
@@ -187,13 +188,7 @@ def process(
     # its final status.
     record_restart_outcomes(session, [i for state in states.values() for i in state.settled])
     if done:
-        session.execute(
-            update(_EVENTS)
-            .where(_EVENTS.c.id == bindparam("b_id"))
-            .values(pending=False, execution_pk=bindparam("b_pk"), run_index=bindparam("b_run")),
-            done,
-            execution_options={"synchronize_session": False},
-        )
+        _mark_applied(session, done)
     if policy is not None:
         result.decided = decide_failed_runs(
             session,
@@ -203,6 +198,42 @@ def process(
             defer_unknown_jobs=defer_unknown_jobs,
         )
     return result
+
+
+_APPLIED = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id == bindparam("b_id"))
+    .values(pending=False, execution_pk=bindparam("b_pk"), run_index=bindparam("b_run"))
+)
+"""Mark one applied delivery (run once per row)."""
+_APPLIED_ROWS = func.unnest(
+    bindparam("ids", type_=ARRAY(BigInteger)),
+    bindparam("pks", type_=ARRAY(Integer)),
+    bindparam("runs", type_=ARRAY(Integer)),
+).table_valued("id", "pk", "run").render_derived()
+_APPLIED_ALL = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id == _APPLIED_ROWS.c.id)
+    .values(pending=False, execution_pk=_APPLIED_ROWS.c.pk, run_index=_APPLIED_ROWS.c.run)
+)
+"""Mark a batch's applied deliveries in one statement (PostgreSQL: the rows as arrays)."""
+
+
+def _mark_applied(session: Session, done: list[dict[str, Any]]) -> None:
+    """Clear `pending` and record the execution and run of each applied delivery. On
+    PostgreSQL one UPDATE joins the batch's rows as arrays: a statement per row, as SQLite
+    takes them at little cost in-process, costs a round of the server's work each (half the
+    processor's time for arrays of events)."""
+    options = {"synchronize_session": False}
+    if session.get_bind().dialect.name == "postgresql":
+        rows = {
+            "ids": [d["b_id"] for d in done],
+            "pks": [d["b_pk"] for d in done],
+            "runs": [d["b_run"] for d in done],
+        }
+        session.execute(_APPLIED_ALL, rows, execution_options=options)
+    else:
+        session.execute(_APPLIED, done, execution_options=options)
 
 
 def apply_item(

@@ -276,3 +276,30 @@ def test_batches_are_small_on_sqlite_and_take_all_that_waits_on_postgres(
         assert len(applied) >= 3
     else:
         assert applied == [len(bodies[0]), total - len(bodies[0])]
+
+
+def test_each_applied_delivery_records_its_execution_and_run(durable: Flask) -> None:
+    """Applying a batch clears `pending` and records each delivery's execution and run (on
+    PostgreSQL one statement for the whole batch), as the run pages read them."""
+    first = failing_run_events(T0, ("web2",), "r0-", "exec-two-runs")
+    second = failing_run_events(T0 + 600_000, ("web3",), "r1-", "exec-two-runs")
+    other = failing_run_events(T0, ("web1",), "o-", "exec-other")
+
+    post(durable.test_client(), first + second + other)
+
+    def recorded() -> list[tuple[str, int | None, int | None, bool]]:
+        with transaction(durable) as session:
+            pks = dict(session.execute(select(Execution.execution_id, Execution.id)).all())
+            rows = session.execute(
+                select(Event.event_id, Event.execution_pk, Event.run_index, Event.pending)
+            ).all()
+        by_pk = {pk: execution_id for execution_id, pk in pks.items()}
+        return [(r.event_id, by_pk.get(r.execution_pk), r.run_index, r.pending) for r in rows]
+
+    eventually(lambda: not any(pending for *_, pending in recorded()), "every delivery applied")
+    expected = (
+        [(e["id"], "exec-two-runs", 0, False) for e in first]
+        + [(e["id"], "exec-two-runs", 1, False) for e in second]
+        + [(e["id"], "exec-other", 0, False) for e in other]
+    )
+    assert sorted(recorded()) == sorted(expected)
