@@ -206,11 +206,15 @@ _APPLIED = (
     .values(pending=False, execution_pk=bindparam("b_pk"), run_index=bindparam("b_run"))
 )
 """Mark one applied delivery (run once per row)."""
-_APPLIED_ROWS = func.unnest(
-    bindparam("ids", type_=ARRAY(BigInteger)),
-    bindparam("pks", type_=ARRAY(Integer)),
-    bindparam("runs", type_=ARRAY(Integer)),
-).table_valued("id", "pk", "run").render_derived()
+_APPLIED_ROWS = (
+    func.unnest(
+        bindparam("ids", type_=ARRAY(BigInteger)),
+        bindparam("pks", type_=ARRAY(Integer)),
+        bindparam("runs", type_=ARRAY(Integer)),
+    )
+    .table_valued("id", "pk", "run")
+    .render_derived()
+)
 _APPLIED_ALL = (
     update(_EVENTS)
     .where(_EVENTS.c.id == _APPLIED_ROWS.c.id)
