@@ -268,9 +268,10 @@ class Intake:
                     _share(tickets, stored.new)
                     result = self._process_tickets(session, tickets)
         except Exception as exc:
-            if result is None and stored is not None:
-                # Storing worked, applying did not (and took the stored rows with it): store
-                # them alone, for the processor to apply (or retry) on its own.
+            if apply and stored is not None:
+                # Storing worked, applying or the commit did not (and took the stored rows
+                # with it): store them alone, for the processor to apply (or retry) on its
+                # own; if the database is away, that spools them.
                 log.warning("applying callbacks where they are stored failed: %r", exc)
                 return self._write(tickets, apply=False) or stop
             if isinstance(exc, _UNAVAILABLE):
