@@ -229,6 +229,25 @@ def lock_decisions(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DECISION_LOCK})
 
 
+RESTARTS_CHANNEL = "respawn_restarts"
+"""PostgreSQL NOTIFY channel: a transaction queued a restart that is due now."""
+_ANNOUNCED = "respawn_announced"
+
+
+def announce_restart(session: Session) -> None:
+    """Tell every process's dispatchers, once this transaction commits, that a restart is
+    due (PostgreSQL `NOTIFY`; a rollback drops it). Without it, a process other than the
+    one that queued the restart finds it only at its next look (`RESPAWN_DISPATCH_INTERVAL`).
+    Once per transaction; SQLite has one process's worth of writers and needs none."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    root = session.get_transaction()
+    if session.info.get(_ANNOUNCED) is root:
+        return
+    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": RESTARTS_CHANNEL})
+    session.info[_ANNOUNCED] = root
+
+
 def insert_ignoring_conflicts(session: Session, table: Table) -> Insert:
     """`INSERT ... ON CONFLICT DO NOTHING` on either database: rows whose unique keys exist
     are skipped, not errors (with RETURNING, only the inserted rows come back)."""

@@ -29,7 +29,7 @@ from app.core.stats import (
     restart_outcomes,
     signature_sightings,
 )
-from app.db import lock_decisions
+from app.db import announce_restart, lock_decisions
 from app.models import (
     ACTIVE_RESTART_STATES,
     Decision,
@@ -284,6 +284,8 @@ def _queue_restart(
     )
     session.add(restart)
     session.flush()
+    if due_at <= now:
+        announce_restart(session)
     return restart
 
 

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 from app.dispatcher.dispatcher import Dispatcher
+from app.dispatcher.listener import Listener
 from app.dispatcher.notifier import Notifier
 from app.dispatcher.reconciler import JOB_REFRESH_INTERVAL, Reconciler, refresh_jobs_forever
 from app.runner.client import RunnerClient
@@ -43,6 +44,12 @@ class Background:
         if self.reconciler is not None:
             self.reconciler.on_queued = self.wake_dispatchers
         self.refresh_wake = threading.Event()
+        # Restarts other processes queue (PostgreSQL only; app/dispatcher/listener.py).
+        self.listener = (
+            Listener(runtime.engine, self.wake_dispatchers)
+            if self.dispatchers and runtime.engine.dialect.name == "postgresql"
+            else None
+        )
         self.threads: list[threading.Thread] = []
 
     def wake(self, fetch_jobs: bool = True) -> None:
@@ -85,6 +92,8 @@ class Background:
         for n, dispatcher in enumerate(self.dispatchers):
             self._spawn(f"respawn-dispatcher-{n}", dispatcher.run_forever)
         self._spawn("respawn-notifier", self.notifier.run_forever)
+        if self.listener is not None:
+            self._spawn("respawn-listener", self.listener.run_forever)
         if self.reconciler is not None:
             reconciler = self.reconciler
             self._spawn("respawn-reconciler", reconciler.run_forever)
