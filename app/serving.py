@@ -11,7 +11,18 @@ thread, and gives the connection to a thread only once the head is complete (the
 are handed to gunicorn's parser). A head that is not complete within `HEAD_TIMEOUT` seconds,
 or is larger than `HEAD_LIMIT`, closes the connection. Threads only ever run requests whose
 head has arrived, so any number of slow clients (up to `worker_connections`) cost a socket
-each, not a thread. Everything else is gunicorn's gthread, unchanged.
+each, not a thread.
+
+Connections are also spread over the workers. They share one listening socket, and the
+worker that wakes first accepts: a burst of new connections (a proxy or a Runner opening its
+pool of kept-alive connections) can all land on one worker while another idles, most of all
+when the machine is busy, and a kept-alive connection stays where it landed. So a worker
+that already holds a connection per thread pauses before it accepts again (`ACCEPT_PAUSE`
+seconds per `threads` connections it holds), and a less busy worker takes the next one
+meanwhile; when all are busy, each still accepts after its pause. Past `ACCEPT_SPREAD`
+connections per thread it no longer pauses: that many are slow clients or a load no pause
+would spread, and 256 slow clients must not hold up a `/healthz` behind their accepts.
+Everything else is gunicorn's gthread, unchanged.
 """
 
 from __future__ import annotations
@@ -30,6 +41,10 @@ HEAD_TIMEOUT = 10.0
 HEAD_LIMIT = 64 * 1024
 """Bytes a head may take; more is handed to gunicorn's parser, which refuses it."""
 _END_OF_HEAD = b"\r\n\r\n"
+ACCEPT_PAUSE = 0.005
+"""Seconds a worker waits before it accepts again, per `threads` connections it holds..."""
+ACCEPT_SPREAD = 4
+"""...while it holds at most this many connections per thread (20 ms at most)."""
 
 
 class HeadConn(TConn):  # type: ignore[misc]  # gunicorn ships no type hints
@@ -48,9 +63,24 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]
     def init_process(self) -> None:
         # Connections waiting for their head, oldest first (insertion order = deadline order).
         self.heads: OrderedDict[int, HeadConn] = OrderedDict()
+        self.accept_after = 0.0
         super().init_process()
 
     # --- where connections come from ------------------------------------------------------
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """gunicorn's loop turns accepting back on whenever there is room: not in a pause."""
+        if enabled and time.monotonic() < self.accept_after:
+            return
+        super().set_accept_enabled(enabled)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        pause = self.accept_after - time.monotonic()
+        if pause > 0:
+            timeout = min(timeout, pause)
+        elif not self._accepting and self.nr_conns < self.worker_connections:
+            super().set_accept_enabled(True)  # the pause is over
+        super().wait_for_and_dispatch_events(timeout)
 
     def accept(self, listener: Any) -> None:
         try:
@@ -58,6 +88,11 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]
         except OSError:
             return  # EAGAIN (another worker took it), ECONNABORTED: nothing to do
         self.nr_conns += 1
+        held = self.nr_conns // max(self.cfg.threads, 1)
+        if 0 < held <= ACCEPT_SPREAD:
+            # A less busy worker takes the next connection first.
+            self.accept_after = time.monotonic() + ACCEPT_PAUSE * held
+            super().set_accept_enabled(False)
         conn = HeadConn(self.cfg, client_sock, client_addr, listener.getsockname())
         if self.cfg.is_ssl:
             client_sock.setblocking(True)

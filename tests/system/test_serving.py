@@ -1,16 +1,21 @@
 """The shipped server configuration (`respawn serve`, app/serving.py) spreads kept-alive
 connections over its workers: a burst of new connections, as a proxy or a Runner opening its
-pool makes, does not all land on one worker while the others idle."""
+pool makes, does not all land on one worker while the others idle. Over real sockets with
+two workers, and the accept pause that does it, step by step."""
 
 from __future__ import annotations
 
 import os
+import selectors
 import socket
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from app.serving import ACCEPT_PAUSE, ACCEPT_SPREAD, HeadFirstWorker
 from tests.system.processes import base_env, migrate_cli, serve
 
 pytestmark = pytest.mark.slow
@@ -79,3 +84,78 @@ def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(tmp_path: 
     assert None not in held
     # Each worker takes a fair part: at least half its share.
     assert min(held[w] for w in workers) >= CONNECTIONS // WORKERS // 2, held
+
+
+def _worker(threads: int) -> HeadFirstWorker:
+    """A HeadFirstWorker's accepting part, without gunicorn's process around it."""
+    worker = HeadFirstWorker.__new__(HeadFirstWorker)
+    worker.cfg = SimpleNamespace(threads=threads, is_ssl=False)
+    worker.heads = OrderedDict()
+    worker.accept_after = 0.0
+    worker.nr_conns = 0
+    worker.worker_connections = 1000
+    worker.poller = selectors.DefaultSelector()
+    worker._accepting = False
+    return worker
+
+
+def test_a_worker_holding_a_connection_per_thread_pauses_before_it_accepts_again() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    worker = _worker(threads=2)
+    worker.sockets = [listener]
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
+    try:
+        worker.set_accept_enabled(True)
+        worker.accept(listener)
+        assert worker._accepting  # one connection for two threads: go on
+
+        worker.accept(listener)  # a connection per thread now
+        assert not worker._accepting
+        pause = worker.accept_after - time.monotonic()
+        assert 0 < pause <= ACCEPT_PAUSE
+        worker.set_accept_enabled(True)  # what gunicorn's loop asks while there is room
+        assert not worker._accepting, "the pause was cut short"
+
+        worker.wait_for_and_dispatch_events(0.0)
+        assert worker.nr_conns == 2, "a connection was accepted during the pause"
+
+        time.sleep(pause + 0.01)
+        worker.wait_for_and_dispatch_events(1.0)  # resumes, and the third one is taken
+        assert worker.nr_conns == 3, "accepting did not resume after the pause"
+    finally:
+        for sock in clients:
+            sock.close()
+        for conn in list(worker.heads.values()):
+            conn.sock.close()
+        listener.close()
+        worker.poller.close()
+
+
+def test_the_pause_grows_with_the_connections_held_and_stops_past_a_bound() -> None:
+    """Many connections (slow clients, most likely) are accepted without pauses: a
+    `/healthz` must not wait behind hundreds of paused accepts."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    worker = _worker(threads=1)
+    worker.sockets = [listener]
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(ACCEPT_SPREAD + 3)]
+    try:
+        pauses = []
+        for _ in clients:
+            worker.accept_after = 0.0  # as if each pause had run out
+            worker.set_accept_enabled(True)
+            worker.accept(listener)
+            pauses.append(max(worker.accept_after - time.monotonic(), 0.0))
+        growing = pauses[:ACCEPT_SPREAD]
+        assert growing == sorted(growing) and growing[0] > 0
+        assert max(pauses) <= ACCEPT_PAUSE * ACCEPT_SPREAD
+        assert pauses[ACCEPT_SPREAD:] == [0.0] * 3
+        assert worker._accepting
+    finally:
+        for sock in clients:
+            sock.close()
+        for conn in list(worker.heads.values()):
+            conn.sock.close()
+        listener.close()
+        worker.poller.close()
