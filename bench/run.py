@@ -23,7 +23,8 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `app` importa
 from bench.common import DEFAULT_POSTGRES_URL, Context, Databases, guard_loopback, quiet_logs
 
 BENCHMARKS = (
-    "ingest", "latency", "receiver", "decision", "reads", "dispatcher", "backtest", "insights",
+    "ingest", "latency", "huge", "receiver", "decision", "reads", "dispatcher", "backtest",
+    "insights",
 )  # fmt: skip
 
 

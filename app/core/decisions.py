@@ -71,8 +71,15 @@ def auto_decision_key(execution: Execution) -> str:
 
 
 def _failed_hosts(session: Session, execution: Execution) -> tuple[PolicyHostFailure, ...]:
-    rows = session.scalars(
-        select(HostFailure)
+    # Columns, not objects: a run may name thousands of hosts.
+    rows = session.execute(
+        select(
+            HostFailure.host,
+            HostFailure.failure_class,
+            HostFailure.message,
+            HostFailure.stderr_tail,
+            HostFailure.changed,
+        )
         .where(
             HostFailure.execution_pk == execution.id,
             HostFailure.run_index == execution.run_index,

@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.core.deliveries import ms_to_datetime
@@ -33,6 +33,7 @@ FAILURE_EVENTS = {
     "runner_on_unreachable": "unreachable",
     "runner_on_async_failed": "async_failed",
 }
+_HOST_FAILURES: Table = HostFailure.__table__  # type: ignore[assignment]  # a model's Table
 MAX_MESSAGE_CHARS = 2000
 MAX_STDERR_CHARS = 2000
 
@@ -87,6 +88,10 @@ class ExecutionState:
             )
             found = self._failures[run_index] = {row.host: row for row in rows}
         return found
+
+    def forget_failures(self, run_index: int) -> None:
+        """Rows were written around the cache: the next `failures` reads them."""
+        self._failures.pop(run_index, None)
 
     def new_run(self, run_index: int) -> None:
         """The execution moved to a later run: its failed hosts start afresh."""
@@ -249,13 +254,49 @@ def apply_document(
         set_status(session, state, run_index, doc.status, ms_to_datetime(ended) or now)
     if doc.status in FAILED_STATUSES:
         failure_class = "init_failure" if doc.status == "INIT_FAILURE" else "unknown"
-        for host in doc.failed_hosts:
-            note_failed_host(session, state, run_index, host, failure_class, now)
+        note_failed_hosts(session, state, run_index, doc.failed_hosts, failure_class, now)
     elif doc.status in {"PENDING", "INITIALIZING"} and run_index > 0:
         # A restart's answer lists the hosts of the run it restarts.
-        for host in doc.failed_hosts:
-            note_failed_host(session, state, run_index - 1, host, "unknown", now)
+        note_failed_hosts(session, state, run_index - 1, doc.failed_hosts, "unknown", now)
     return run_index
+
+
+def note_failed_hosts(
+    session: Session,
+    state: ExecutionState,
+    run_index: int,
+    hosts: Iterable[str],
+    failure_class: str,
+    at: dt.datetime,
+) -> None:
+    """The failed hosts a document lists (no details): the new ones inserted in one
+    statement rather than as one ORM object each (a document may name 10,000 hosts: 0.6 s of
+    objects and their flush against 0.05 s), the known ones as `note_failed_host` does."""
+    failures = state.failures(session, run_index)
+    new: dict[str, None] = {}
+    for host in hosts:
+        if host in failures:
+            note_failed_host(session, state, run_index, host, failure_class, at)
+        elif host not in new:
+            new[host] = None
+    if not new:
+        return
+    session.execute(
+        insert(_HOST_FAILURES),
+        [
+            {
+                "execution_pk": state.execution.id,
+                "run_index": run_index,
+                "host": host,
+                "failure_class": failure_class,
+                "occurred_at": at,
+            }
+            for host in new
+        ],
+    )
+    state.forget_failures(run_index)  # read again (with the new rows) if needed later
+    for host in new:
+        state.add_failed_host(run_index, host)
 
 
 # Events that close a run: they come last, at or just after the run's end.

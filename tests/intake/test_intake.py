@@ -21,7 +21,7 @@ from app.core.inbox import MAX_ATTEMPTS, store
 from app.db import utcnow
 from app.extensions import get_runtime
 from app.intake import intake as intake_module
-from app.models import Decision, Event, Execution
+from app.models import Decision, Event, Execution, HostFailure
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import event, failing_run_events
 from tests.helpers import transaction
@@ -303,3 +303,41 @@ def test_each_applied_delivery_records_its_execution_and_run(durable: Flask) -> 
         + [(e["id"], "exec-other", 0, False) for e in other]
     )
     assert sorted(recorded()) == sorted(expected)
+
+
+def test_a_documents_failed_hosts_are_recorded_once_and_detailed_by_later_events(
+    durable: Flask,
+) -> None:
+    """A document's failed hosts are inserted together (not one object each); a host named
+    twice is one row, and an event of the same batch that details a host updates its row."""
+    document = {
+        "execution_id": "exec-doc-hosts",
+        "job_id": "job-doc-hosts",
+        "account_alias": "XXXX",
+        "status": "FAILURE",
+        "timers": [{"start": T0, "end": T0 + 5_000}],
+        "failed_hosts": ["web1", "web2", "web1"],
+    }
+    detail = event(
+        "runner_on_failed",
+        T0 + 1_000,
+        "web2",
+        execution_id="exec-doc-hosts",
+        event_id="doc-hosts-detail",
+        msg="disk full",
+    )
+
+    post(durable.test_client(), [document, detail])
+
+    def rows() -> list[tuple[str, str, str | None]]:
+        with transaction(durable) as session:
+            found = session.execute(
+                select(HostFailure.host, HostFailure.failure_class, HostFailure.message)
+                .join(Execution, Execution.id == HostFailure.execution_pk)
+                .where(Execution.execution_id == "exec-doc-hosts")
+                .order_by(HostFailure.host)
+            ).all()
+        return [tuple(row) for row in found]
+
+    eventually(lambda: counts(durable)["pending"] == 0 and rows(), "the batch applied")
+    assert rows() == [("web1", "unknown", None), ("web2", "task_failed", "disk full")]
