@@ -410,10 +410,17 @@ class Intake:
         return stop
 
     def _process_tickets(self, session: Session, tickets: list[Ticket]) -> Processed:
-        parsed = _parsed(tickets)
+        return self._run(session, _execution_ids(tickets), _parsed(tickets))
+
+    def _run(
+        self,
+        session: Session,
+        execution_ids: set[str],
+        parsed: dict[str, ExecutionDocument | StatusEvent] | None,
+    ) -> Processed:
         return process(
             session,
-            _execution_ids(tickets),
+            execution_ids,
             utcnow(),
             self.policy(),
             defer_unknown_jobs=self.defer_unknown_jobs,
@@ -425,6 +432,9 @@ class Intake:
         for ticket in tickets:
             ticket.processed.set()
             metrics.PROCESSING_LAG.observe(done - ticket.arrived)
+        self._applied(result)
+
+    def _applied(self, result: Processed) -> None:
         metrics.EVENTS_APPLIED.inc(result.applied)
         if result.decided.queued or result.decided.deferred:
             self.on_queued(result.decided.deferred > 0)
@@ -438,9 +448,7 @@ class Intake:
         except Exception:  # noqa: BLE001  (retried one by one below, each failure logged)
             log.warning("applying %d executions failed; one by one now", len(execution_ids))
             result = self._one_by_one(execution_ids, None)
-        metrics.EVENTS_APPLIED.inc(result.applied)
-        if result.decided.queued or result.decided.deferred:
-            self.on_queued(result.decided.deferred > 0)
+        self._applied(result)
 
     def _one_by_one(
         self,
@@ -465,16 +473,8 @@ class Intake:
         execution_ids: set[str],
         parsed: dict[str, ExecutionDocument | StatusEvent] | None,
     ) -> Processed:
-        policy = self.policy()
         with transaction(self.sessions) as session:
-            return process(
-                session,
-                execution_ids,
-                utcnow(),
-                policy,
-                defer_unknown_jobs=self.defer_unknown_jobs,
-                parsed=parsed,
-            )
+            return self._run(session, execution_ids, parsed)
 
     def _count_attempt(self, execution_id: str) -> None:
         try:
