@@ -231,8 +231,10 @@ def restarts_cancel(restart_id: int) -> Response:
     return jsonify(_restart.dump(restart))
 
 
-def _pause_key(scope: str) -> str | None:
-    return None if scope == "global" else scope
+def _pause_scope(job_id: str | None) -> str:
+    """The `scope` an answer names: "global", or the job (a job may be named "global" too:
+    its routes are apart, `/pauses/jobs/global` is that job's)."""
+    return "global" if job_id is None else job_id
 
 
 @bp.get("/pauses")
@@ -246,7 +248,7 @@ def pauses_index() -> Response:
     return jsonify(_pauses.dump({"items": list_pauses(get_session())}))
 
 
-@bp.put("/pauses/global", defaults={"job_id": "global"})
+@bp.put("/pauses/global", defaults={"job_id": None})
 @bp.put("/pauses/jobs/<segment:job_id>")
 @documented(
     "Pause automatic restarts (of every job, or of one)",
@@ -256,14 +258,14 @@ def pauses_index() -> Response:
     secured=True,
     tag=API,
 )
-def pauses_put(job_id: str) -> tuple[Response, int]:
+def pauses_put(job_id: str | None) -> tuple[Response, int]:
     reason = load_args(PauseArgs(), _json_body())["reason"]
     policy = current_policy().policy
-    _committed(lambda s: pause_automatic(s, _pause_key(job_id), _actor(), utcnow(), reason, policy))
-    return jsonify(_pause_state.dump({"paused": True, "scope": job_id})), 200
+    _committed(lambda s: pause_automatic(s, job_id, _actor(), utcnow(), reason, policy))
+    return jsonify(_pause_state.dump({"paused": True, "scope": _pause_scope(job_id)})), 200
 
 
-@bp.delete("/pauses/global", defaults={"job_id": "global"})
+@bp.delete("/pauses/global", defaults={"job_id": None})
 @bp.delete("/pauses/jobs/<segment:job_id>")
 @documented(
     "Resume automatic restarts (of every job, or of one)",
@@ -272,15 +274,13 @@ def pauses_put(job_id: str) -> tuple[Response, int]:
     secured=True,
     tag=API,
 )
-def pauses_delete(job_id: str) -> Response:
+def pauses_delete(job_id: str | None) -> Response:
     policy = current_policy().policy
-    resumed = _committed(
-        lambda s: resume_automatic(s, _pause_key(job_id), _actor(), utcnow(), policy)
-    )
+    resumed = _committed(lambda s: resume_automatic(s, job_id, _actor(), utcnow(), policy))
     if not resumed:
         raise NotFound("automatic restarts were not paused there")
     wake_dispatcher()
-    return jsonify(_pause_state.dump({"paused": False, "scope": job_id}))
+    return jsonify(_pause_state.dump({"paused": False, "scope": _pause_scope(job_id)}))
 
 
 @bp.get("/signatures")

@@ -147,6 +147,23 @@ def test_pause_and_resume(app: Flask, client: FlaskClient, api_headers: dict[str
     )
 
 
+def test_a_job_named_global_is_paused_alone(
+    client: FlaskClient, api_headers: dict[str, str]
+) -> None:
+    """`/pauses/jobs/global` is the job named "global", not the global pause, and is not
+    redirected to it (a 308 that a client follows would pause every job)."""
+    paused = client.put("/api/v1/pauses/jobs/global", headers=api_headers)
+
+    assert paused.status_code == 200
+    assert paused.get_json() == {"paused": True, "scope": "global"}
+    items = client.get("/api/v1/pauses", headers=api_headers).get_json()["items"]
+    assert [(i["scope"], i["job_id"]) for i in items] == [("job", "global")]
+    assert client.delete("/api/v1/pauses/global", headers=api_headers).status_code == 404
+    resumed = client.delete("/api/v1/pauses/jobs/global", headers=api_headers)
+    assert resumed.status_code == 200
+    assert client.get("/api/v1/pauses", headers=api_headers).get_json()["items"] == []
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status"),
     [
