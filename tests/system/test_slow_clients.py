@@ -1,6 +1,6 @@
 """Slow clients against the shipped server configuration (`respawn serve`, app/serving.py):
 256 connections sending their request head a line at a time hold no thread, so `/healthz`
-and the Runner's callbacks are answered while they dawdle."""
+and the Runner's callbacks are answered while they dawdle, on either database."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.feed import event
-from tests.system.processes import TOKEN, base_env, migrate_cli, serve
+from tests.system.processes import TOKEN, base_env, serve
 
 pytestmark = pytest.mark.slow
 SLOW_CLIENTS = 256
@@ -20,10 +20,8 @@ SLOW_CLIENTS = 256
 PATIENCE = 5.0
 
 
-def test_slow_clients_do_not_starve_healthz_or_callbacks(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'slow.db'}"
-    env = base_env(url, tmp_path, RESPAWN_DISPATCHER="off")
-    migrate_cli(env)
+def test_slow_clients_do_not_starve_healthz_or_callbacks(database_url: str, tmp_path: Path) -> None:
+    env = base_env(database_url, tmp_path, RESPAWN_DISPATCHER="off")
     with serve(env, tmp_path) as served:
         port = int(served.base.rsplit(":", 1)[1])
         slow = []
