@@ -38,20 +38,32 @@ class Listener:
         """Set while the connection listens (tests wait for it)."""
 
     def run_forever(self, stop: threading.Event) -> None:
+        lost = False
         while not stop.is_set():
             try:
-                self._listen(stop)
+                self._listen(stop, lost)
             except psycopg.Error as exc:
-                log.warning("restart announcements: connection lost (%s); listening again", exc)
+                # Once per outage (a connection that listened, then failed, is a new one).
+                new_loss = self.listening.is_set() or not lost
+                (log.warning if new_loss else log.debug)(
+                    "restart announcements: not listening (%s); trying again every %g s",
+                    type(exc).__name__,
+                    RECONNECT_SECONDS,
+                )
+                lost = True
+            else:
+                lost = False
             finally:
                 self.listening.clear()
             stop.wait(RECONNECT_SECONDS)
 
-    def _listen(self, stop: threading.Event) -> None:
+    def _listen(self, stop: threading.Event, after_loss: bool) -> None:
         args, params = self.engine.dialect.create_connect_args(self.engine.url)
         with psycopg.connect(*args, **params, autocommit=True) as connection:
             connection.execute(f"LISTEN {RESTARTS_CHANNEL}")
             self.listening.set()
+            if after_loss:
+                log.info("restart announcements: listening again")
             while not stop.is_set():
                 # Any number of announcements that arrived together is one wake-up.
                 if any(True for _ in connection.notifies(timeout=POLL_SECONDS, stop_after=1)):

@@ -4,6 +4,7 @@ their next look. SQLite has no such channel and needs none."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -12,8 +13,9 @@ import pytest
 import requests
 from flask import Flask
 
-from app.db import announce_restart
+from app.db import announce_restart, make_engine
 from app.dispatcher import Background
+from app.dispatcher import listener as listener_module
 from app.dispatcher.listener import Listener
 from app.extensions import get_runtime
 from app.runner import RunnerClient
@@ -102,3 +104,29 @@ def test_a_restart_queued_by_another_process_wakes_this_ones_dispatcher(
     finally:
         stop.set()
         thread.join(10)
+
+
+def test_a_listener_without_its_database_warns_once_and_stops_when_asked(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database away: one warning for the outage (not one every few seconds), and
+    still a prompt stop."""
+    monkeypatch.setattr(listener_module, "RECONNECT_SECONDS", 0.02)
+    engine = make_engine("postgresql+psycopg://respawn@127.0.0.1:1/nothing", lock_timeout=1.0)
+    listener = Listener(engine, lambda: None)
+    stop = threading.Event()
+    thread = threading.Thread(target=listener.run_forever, args=(stop,), daemon=True)
+    with caplog.at_level(logging.DEBUG, logger="app.dispatcher.listener"):
+        thread.start()
+        deadline = time.monotonic() + 10
+        while len(caplog.records) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stop.set()
+        thread.join(5)
+    engine.dispose()
+
+    assert not thread.is_alive()
+    levels = [r.levelno for r in caplog.records]
+    assert len(levels) >= 4, "it did not keep trying"
+    assert levels.count(logging.WARNING) == 1
+    assert not listener.listening.is_set()
