@@ -22,7 +22,7 @@ from app.config import Settings
 from app.core.notifications import Notice, notify
 from app.core.policy_source import LoadedPolicy, PolicyLoadError, PolicySource
 from app.db import make_engine, make_sessionmaker, read_only, transaction, utcnow
-from app.intake.intake import Intake, process_batch_for
+from app.intake.intake import Intake
 from app.intake.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,7 @@ class Runtime:
                         policy=lambda: self.current_policy().policy,
                         defer_unknown_jobs=settings.runner_configured,
                         on_queued=self.wake_background,
-                        process_batch=process_batch_for(self._intake_engine.dialect.name),
-                        apply_on_store=self._intake_engine.dialect.name == "sqlite",
+                        single_writer=self._intake_engine.dialect.name == "sqlite",
                     )
         return self._intake
 

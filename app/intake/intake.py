@@ -12,7 +12,7 @@ back.
 Both take what is waiting only once their transaction has begun: on SQLite, beginning waits
 for the database's one write lock, and whatever arrived meanwhile joins the batch, so under
 load the batches grow instead of the queue (the cost of a transaction is mostly fixed). On
-SQLite the writer also applies what it stored in the same transaction (`apply_on_store`):
+SQLite the writer also applies what it stored in the same transaction (`single_writer`):
 every transaction there waits its turn at the one write lock, and one turn per batch rather
 than two (store, then apply) is what the single writer can afford; the processor then only
 takes what the writer could not apply. On PostgreSQL writers do not wait for each other, so
@@ -55,23 +55,17 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 """Deliveries stored (or replayed from the spool) in one transaction at most."""
-SQLITE_PROCESS_BATCH = 200
-"""Deliveries applied in one transaction at most on SQLite (`process_batch_for`)."""
+SINGLE_WRITER_BATCH = 200
+"""Deliveries stored and applied in one transaction at most on a database with one writer
+(SQLite): the transaction holds the write lock, and every callback waits behind it for its
+202, so a smaller batch keeps that wait short. Where writers do not wait for each other
+(PostgreSQL), a batch of up to `MAX_BATCH` shares one commit."""
 SWEEP_SECONDS = 2.0
 """How often an idle processor looks for leftovers (pending rows, spooled records)."""
 LEFTOVER_AGE = dt.timedelta(seconds=5)
 """Pending rows younger than this belong to a live process's processor, not to the sweep."""
 REPLAY_SECONDS = 1.0
 """While the database is away, how often the writer tries to store what it spooled."""
-
-
-def process_batch_for(dialect: str) -> int:
-    """Deliveries applied in one transaction at most on this database. SQLite has one
-    writer: the processor holds the write lock for its whole batch while the writer, and so
-    every callback waiting for its 202, waits behind it; a smaller batch keeps that wait
-    short. PostgreSQL writers do not wait for each other, and a larger batch shares one
-    commit."""
-    return SQLITE_PROCESS_BATCH if dialect == "sqlite" else MAX_BATCH
 
 
 # The database did not answer, or not in time: spool and answer anyway.
@@ -171,9 +165,11 @@ class Intake:
         policy: Callable[[], Policy],
         defer_unknown_jobs: bool,
         on_queued: Callable[[bool], None],
-        process_batch: int = MAX_BATCH,
-        apply_on_store: bool = False,
+        single_writer: bool = False,
     ) -> None:
+        """`single_writer`: the database takes one writer at a time (SQLite). The writer then
+        applies what it stores in the same transaction, and batches are bounded by
+        `SINGLE_WRITER_BATCH`."""
         self.writer_sessions = writer_sessions
         self.sessions = sessions
         self.spool = spool
@@ -186,10 +182,8 @@ class Intake:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._next_replay = 0.0
-        self._process_batch = process_batch
-        self._apply_on_store = apply_on_store
-        # Applied where they are stored, a batch is bounded as the processor's is.
-        self._write_batch = process_batch if apply_on_store else MAX_BATCH
+        self._apply_on_store = single_writer
+        self._batch = SINGLE_WRITER_BATCH if single_writer else MAX_BATCH
 
     # --- the callback's side ----------------------------------------------------------------
 
@@ -235,7 +229,7 @@ class Intake:
 
     def _write_loop(self) -> None:
         while True:
-            tickets, stop = _take(self._incoming, REPLAY_SECONDS, self._write_batch)
+            tickets, stop = _take(self._incoming, REPLAY_SECONDS, self._batch)
             try:
                 if tickets:
                     stop = self._write(tickets, self._apply_on_store) or stop
@@ -261,7 +255,7 @@ class Intake:
         try:
             with transaction(self.writer_sessions) as session:
                 session.connection()  # begun: on SQLite, the write lock is ours
-                stop = _take_more(self._incoming, tickets, self._write_batch)
+                stop = _take_more(self._incoming, tickets, self._batch)
                 deliveries = _deliveries(tickets)
                 stored = store(session, deliveries, now)
                 if apply:
@@ -383,7 +377,7 @@ class Intake:
 
     def _process_loop(self) -> None:
         while True:
-            tickets, stop = _take(self._stored, SWEEP_SECONDS, self._process_batch)
+            tickets, stop = _take(self._stored, SWEEP_SECONDS, self._batch)
             try:
                 if tickets:
                     stop = self._process(tickets) or stop
@@ -401,7 +395,7 @@ class Intake:
         try:
             with transaction(self.sessions) as session:
                 session.connection()  # begun: on SQLite, the write lock is ours
-                stop = _take_more(self._stored, tickets, self._process_batch)
+                stop = _take_more(self._stored, tickets, self._batch)
                 result = self._process_tickets(session, tickets)
         except Exception:  # noqa: BLE001  (retried one by one, each failure logged)
             log.warning("applying %d callbacks failed; one execution at a time now", len(tickets))
