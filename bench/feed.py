@@ -106,6 +106,20 @@ def execution_events(
     return events
 
 
+def failed_document(
+    execution_id: str, job_id: str, hosts: list[str], now_ms: int, account: str = "BENCH"
+) -> dict[str, Any]:
+    """An execution document of a run that ended in FAILURE just now, naming `hosts`."""
+    return {
+        "execution_id": execution_id,
+        "job_id": job_id,
+        "account_alias": account,
+        "status": "FAILURE",
+        "timers": [{"start": now_ms - 5000, "end": now_ms - 100}],
+        "failed_hosts": hosts,
+    }
+
+
 def job_pool(rng: random.Random, jobs: int) -> list[tuple[str, str]]:
     return [(rng.choice(ACCOUNTS), _uuid(rng)) for _ in range(jobs)]
 

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from app.db import make_engine
 from app.models import Decision, HostFailure
+from bench import feed
 from bench.baselines import create_naive_table
 from bench.common import CALLBACK_TOKEN, Context, percentile, table
 from bench.ingest import baseline, respawn
@@ -29,15 +30,8 @@ SMALL_DELAY = 0.02
 
 
 def _document(n: int) -> dict[str, Any]:
-    now = int(time.time() * 1000)
-    return {
-        "execution_id": f"exec-huge-{n}",
-        "job_id": "job-huge",
-        "account_alias": "BENCH",
-        "status": "FAILURE",
-        "timers": [{"start": now - 60_000, "end": now - 1000}],
-        "failed_hosts": [f"host-{h:05d}" for h in range(HOSTS)],
-    }
+    hosts = [f"host-{h:05d}" for h in range(HOSTS)]
+    return feed.failed_document(f"exec-huge-{n}", "job-huge", hosts, int(time.time() * 1000))
 
 
 def _small(n: int) -> dict[str, Any]:

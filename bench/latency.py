@@ -18,6 +18,7 @@ from typing import Any
 
 import requests
 
+from bench import feed
 from bench.common import CALLBACK_TOKEN, Context, free_port, percentile, table
 from bench.ingest import respawn
 
@@ -93,17 +94,6 @@ def _document(account: str, job: str, execution: str, status: str) -> dict[str, 
     }
 
 
-def _failure(n: int, now_ms: int) -> dict[str, Any]:
-    return {
-        "execution_id": f"latency-{n:05d}",
-        "job_id": "job-latency",
-        "account_alias": "BENCH",
-        "status": "FAILURE",
-        "timers": [{"start": now_ms - 5000, "end": now_ms - 100}],
-        "failed_hosts": ["web1"],
-    }
-
-
 def _round_trips(url: str, count: int) -> list[float]:
     with requests.Session() as http:
         samples = []
@@ -136,7 +126,7 @@ def _measure(ctx: Context, kind: str, failures: int) -> tuple[list[float], int]:
             now_ms = int(time.time() * 1000)
             with requests.Session() as http:
                 for n in range(failures):
-                    body = _failure(n, now_ms)
+                    body = feed.failed_document(f"latency-{n:05d}", "job-latency", ["web1"], now_ms)
                     sent[body["execution_id"]] = time.monotonic()
                     answer = http.post(f"{base}/callbacks/{CALLBACK_TOKEN}", json=body, timeout=10)
                     answer.raise_for_status()

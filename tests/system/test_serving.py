@@ -10,6 +10,8 @@ import selectors
 import socket
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -86,8 +88,12 @@ def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(tmp_path: 
     assert min(held[w] for w in workers) >= CONNECTIONS // WORKERS // 2, held
 
 
-def _worker(threads: int) -> HeadFirstWorker:
-    """A HeadFirstWorker's accepting part, without gunicorn's process around it."""
+@contextmanager
+def accepting(threads: int, clients: int) -> Iterator[tuple[HeadFirstWorker, socket.socket]]:
+    """A HeadFirstWorker's accepting part, without gunicorn's process around it, on a
+    listener with `clients` connections waiting; everything closed after."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
     worker = HeadFirstWorker.__new__(HeadFirstWorker)
     worker.cfg = SimpleNamespace(threads=threads, is_ssl=False)
     worker.heads = OrderedDict()
@@ -96,16 +102,21 @@ def _worker(threads: int) -> HeadFirstWorker:
     worker.worker_connections = 1000
     worker.poller = selectors.DefaultSelector()
     worker._accepting = False
-    return worker
+    worker.sockets = [listener]
+    waiting = [socket.create_connection(listener.getsockname()) for _ in range(clients)]
+    try:
+        yield worker, listener
+    finally:
+        for sock in waiting:
+            sock.close()
+        for conn in list(worker.heads.values()):
+            conn.sock.close()
+        listener.close()
+        worker.poller.close()
 
 
 def test_a_worker_holding_a_connection_per_thread_pauses_before_it_accepts_again() -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.setblocking(False)
-    worker = _worker(threads=2)
-    worker.sockets = [listener]
-    clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
-    try:
+    with accepting(threads=2, clients=3) as (worker, listener):
         worker.set_accept_enabled(True)
         worker.accept(listener)
         assert worker._accepting  # one connection for two threads: go on
@@ -123,26 +134,14 @@ def test_a_worker_holding_a_connection_per_thread_pauses_before_it_accepts_again
         time.sleep(pause + 0.01)
         worker.wait_for_and_dispatch_events(1.0)  # resumes, and the third one is taken
         assert worker.nr_conns == 3, "accepting did not resume after the pause"
-    finally:
-        for sock in clients:
-            sock.close()
-        for conn in list(worker.heads.values()):
-            conn.sock.close()
-        listener.close()
-        worker.poller.close()
 
 
 def test_the_pause_grows_with_the_connections_held_and_stops_past_a_bound() -> None:
     """Many connections (slow clients, most likely) are accepted without pauses: a
     `/healthz` must not wait behind hundreds of paused accepts."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.setblocking(False)
-    worker = _worker(threads=1)
-    worker.sockets = [listener]
-    clients = [socket.create_connection(listener.getsockname()) for _ in range(ACCEPT_SPREAD + 3)]
-    try:
+    with accepting(threads=1, clients=ACCEPT_SPREAD + 3) as (worker, listener):
         pauses = []
-        for _ in clients:
+        for _ in range(ACCEPT_SPREAD + 3):
             worker.accept_after = 0.0  # as if each pause had run out
             worker.set_accept_enabled(True)
             worker.accept(listener)
@@ -152,10 +151,3 @@ def test_the_pause_grows_with_the_connections_held_and_stops_past_a_bound() -> N
         assert max(pauses) <= ACCEPT_PAUSE * ACCEPT_SPREAD
         assert pauses[ACCEPT_SPREAD:] == [0.0] * 3
         assert worker._accepting
-    finally:
-        for sock in clients:
-            sock.close()
-        for conn in list(worker.heads.values()):
-            conn.sock.close()
-        listener.close()
-        worker.poller.close()
