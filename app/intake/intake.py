@@ -258,8 +258,8 @@ class Intake:
                 stop = _take_more(self._incoming, tickets, self._batch)
                 deliveries = _deliveries(tickets)
                 stored = store(session, deliveries, now)
+                _share(tickets, stored.new)  # which are new: what `apply` applies
                 if apply:
-                    _share(tickets, stored.new)
                     result = self._process_tickets(session, tickets)
         except Exception as exc:
             if apply and stored is not None:
@@ -275,7 +275,6 @@ class Intake:
                 log.exception("callbacks could not be stored")
                 _fail(tickets)
             return stop
-        _share(tickets, stored.new)
         metrics.EVENTS_STORED.inc(stored.accepted)
         metrics.EVENT_DUPLICATES.inc(stored.duplicates)
         _count_received(deliveries, stored.new)
