@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -36,6 +37,19 @@ def _is_postgres(app: Flask) -> bool:
     return get_runtime(app).engine.dialect.name == "postgresql"
 
 
+@contextmanager
+def running(listener: Listener) -> Iterator[threading.Thread]:
+    """The listener's thread, as the background runs it, until the block ends."""
+    stop = threading.Event()
+    thread = threading.Thread(target=listener.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(10)
+
+
 def test_only_a_committed_announcement_is_heard(app: Flask) -> None:
     runtime = get_runtime(app)
     if not _is_postgres(app):
@@ -48,10 +62,7 @@ def test_only_a_committed_announcement_is_heard(app: Flask) -> None:
         return
     heard = threading.Event()
     listener = Listener(runtime.engine, heard.set)
-    stop = threading.Event()
-    thread = threading.Thread(target=listener.run_forever, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with running(listener):
         assert listener.listening.wait(10), "the listener did not start listening"
 
         class Undone(Exception):
@@ -68,9 +79,6 @@ def test_only_a_committed_announcement_is_heard(app: Flask) -> None:
             announce_restart(session)
         assert sum("pg_notify" in s for s in statements) == 1
         assert heard.wait(10), "a committed announcement was not delivered"
-    finally:
-        stop.set()
-        thread.join(10)
 
 
 def test_a_restart_queued_by_another_process_wakes_this_ones_dispatcher(
@@ -88,10 +96,7 @@ def test_a_restart_queued_by_another_process_wakes_this_ones_dispatcher(
     assert made.listener is not None
     dispatcher = made.dispatchers[0]
     dispatcher.idle = True  # between passes, its next look a minute away
-    stop = threading.Event()
-    thread = threading.Thread(target=made.listener.run_forever, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with running(made.listener):
         assert made.listener.listening.wait(10)
         answer = receiving.test_client().post(
             f"/callbacks/{CALLBACK_TOKEN}", json=failing_run_events(T0, execution_id="exec-x")
@@ -101,9 +106,6 @@ def test_a_restart_queued_by_another_process_wakes_this_ones_dispatcher(
         while not dispatcher._wake.is_set() and time.monotonic() < deadline:
             time.sleep(0.02)
         assert dispatcher._wake.is_set(), "the other process's dispatcher slept on"
-    finally:
-        stop.set()
-        thread.join(10)
 
 
 def test_a_listener_without_its_database_warns_once_and_stops_when_asked(
@@ -114,15 +116,13 @@ def test_a_listener_without_its_database_warns_once_and_stops_when_asked(
     monkeypatch.setattr(listener_module, "RECONNECT_SECONDS", 0.02)
     engine = make_engine("postgresql+psycopg://respawn@127.0.0.1:1/nothing", lock_timeout=1.0)
     listener = Listener(engine, lambda: None)
-    stop = threading.Event()
-    thread = threading.Thread(target=listener.run_forever, args=(stop,), daemon=True)
-    with caplog.at_level(logging.DEBUG, logger="app.dispatcher.listener"):
-        thread.start()
+    with (
+        caplog.at_level(logging.DEBUG, logger="app.dispatcher.listener"),
+        running(listener) as thread,
+    ):
         deadline = time.monotonic() + 10
         while len(caplog.records) < 4 and time.monotonic() < deadline:
             time.sleep(0.02)
-        stop.set()
-        thread.join(5)
     engine.dispose()
 
     assert not thread.is_alive()
