@@ -9,6 +9,7 @@ RESPAWN_REQUIRE_POSTGRES=1 an unreachable server fails the run instead of skippi
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import shutil
 import socket
@@ -56,6 +57,16 @@ def _block_network() -> Iterator[None]:
     socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
     yield
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _root_log_level() -> Iterator[None]:
+    """Each app a test builds sets the process's root log level from its settings: put it back,
+    so a later test's warnings still reach caplog (module-scoped apps put it back themselves)."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
 
 
 def fixture_path(name: str) -> Path:

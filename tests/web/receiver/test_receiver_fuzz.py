@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ near_valid = st.fixed_dictionaries(
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Any:
     folder = tmp_path_factory.mktemp("fuzz")
+    level = logging.getLogger().level
     shutil.copy(sqlite_template, folder / "fuzz.db")
     (folder / "policy.yaml").write_text("version: 1\n")
     app = create_app(
@@ -88,6 +90,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) ->
     )
     yield app
     get_runtime(app).close()
+    logging.getLogger().setLevel(level)  # the app set the process's root to CRITICAL
 
 
 def stored(app: Any) -> int:
