@@ -104,7 +104,9 @@ def _round_trips(url: str, count: int) -> list[float]:
     return samples
 
 
-def _measure(ctx: Context, kind: str, failures: int) -> tuple[list[float], int]:
+def _measure(
+    ctx: Context, kind: str, failures: int, paced: bool = False
+) -> tuple[list[float], int]:
     port = free_port()
     standin = StandIn(port)
     thread = threading.Thread(target=standin.serve_forever, daemon=True)
@@ -130,6 +132,12 @@ def _measure(ctx: Context, kind: str, failures: int) -> tuple[list[float], int]:
                     sent[body["execution_id"]] = time.monotonic()
                     answer = http.post(f"{base}/callbacks/{CALLBACK_TOKEN}", json=body, timeout=10)
                     answer.raise_for_status()
+                    if paced:  # the next failure once this one's restart has arrived
+                        until = time.monotonic() + 5
+                        while body["execution_id"] not in standin.arrivals:
+                            if time.monotonic() > until:
+                                break
+                            time.sleep(0.0005)
             deadline = time.monotonic() + 60
             while len(standin.arrivals) < failures and time.monotonic() < deadline:
                 time.sleep(0.05)
