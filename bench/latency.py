@@ -94,6 +94,18 @@ def _document(account: str, job: str, execution: str, status: str) -> dict[str, 
     }
 
 
+PACE_SECONDS = 0.05
+"""Paced: the next failure this long after the previous restart arrived, when respawn has
+recorded the answer and is idle again."""
+
+
+def _await_restart(standin: StandIn, execution_id: str, timeout: float = 5.0) -> None:
+    until = time.monotonic() + timeout
+    while execution_id not in standin.arrivals and time.monotonic() < until:
+        time.sleep(0.0005)
+    time.sleep(PACE_SECONDS)
+
+
 def _round_trips(url: str, count: int) -> list[float]:
     with requests.Session() as http:
         samples = []
@@ -132,12 +144,8 @@ def _measure(
                     sent[body["execution_id"]] = time.monotonic()
                     answer = http.post(f"{base}/callbacks/{CALLBACK_TOKEN}", json=body, timeout=10)
                     answer.raise_for_status()
-                    if paced:  # the next failure once this one's restart has arrived
-                        until = time.monotonic() + 5
-                        while body["execution_id"] not in standin.arrivals:
-                            if time.monotonic() > until:
-                                break
-                            time.sleep(0.0005)
+                    if paced:
+                        _await_restart(standin, body["execution_id"])
             deadline = time.monotonic() + 60
             while len(standin.arrivals) < failures and time.monotonic() < deadline:
                 time.sleep(0.05)
