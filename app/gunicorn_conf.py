@@ -1,5 +1,6 @@
 """gunicorn settings for `respawn serve` and the container; each may be overridden by flags."""
 
+import gc
 import os
 import shutil
 from pathlib import Path
@@ -92,6 +93,11 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     runtime = get_runtime(worker.wsgi)
     if runtime.settings.dispatcher == "embedded":
         start_background(runtime, dispatchers=runtime.settings.dispatcher_threads)
+    # What the worker has loaded by now (the app, its models and mappers, the policy) stays
+    # for its lifetime: frozen out of the collector's way, a full collection no longer walks
+    # it. Those collections had stalled callbacks and restarts by tens of milliseconds
+    # (docs/BENCHMARKS.md, "Failure to restart").
+    gc.freeze()
     worker.log.info("Worker ready (pid: %s)", worker.pid)
 
 

@@ -33,6 +33,7 @@ class Background:
         reconcile: bool = True,
     ) -> None:
         self.stop_event = threading.Event()
+        self.runtime = runtime
         self.notifier = Notifier(runtime)
         # Without a Runner client nothing can be sent or reconciled: notifications still go.
         self.dispatchers = (
@@ -73,7 +74,9 @@ class Background:
         if not self._wake_idle_dispatcher():
             for dispatcher in self.dispatchers:
                 dispatcher.wake()
-        self.notifier.wake()
+        if self.runtime.current_policy().policy.notify.enabled:
+            # Otherwise nothing was queued for it: a transaction saved per restart.
+            self.notifier.wake()
 
     def _pass_on(self) -> None:
         """A dispatcher claimed a restart: another may be due behind it."""
@@ -112,6 +115,7 @@ class Background:
     def stop(self, timeout: float = 15.0) -> None:
         self.stop_event.set()
         self.wake()
+        self.notifier.wake()
         for thread in self.threads:
             thread.join(timeout)
 

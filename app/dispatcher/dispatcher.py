@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -18,6 +19,10 @@ from app.runner.client import RunnerClient
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+RELEASE_SECONDS = 1.0
+"""How often a dispatcher looks for held restarts to let go (not at every wake-up: each look
+is a transaction, and wake-ups come with every restart queued)."""
 
 
 def worker_name() -> str:
@@ -38,6 +43,7 @@ class Dispatcher:
             self.settings.uncertain_retry_seconds,
         )
         self._wake = threading.Event()
+        self._next_release = 0.0
         self.idle = False
         """Waiting for a wake-up or its next look (not inside a pass)."""
         self.on_claimed: Callable[[], None] | None = None
@@ -62,9 +68,11 @@ class Dispatcher:
         return done.released + done.dropped
 
     def run_once(self) -> int:
-        """Release what may go, then claim and carry out due restarts until none is due;
-        return how many restarts were sent."""
-        self.release()
+        """Release what may go (once a `RELEASE_SECONDS`), then claim and carry out due
+        restarts until none is due; return how many restarts were sent."""
+        if time.monotonic() >= self._next_release:
+            self._next_release = time.monotonic() + RELEASE_SECONDS
+            self.release()
         handled = 0
         while True:
             with self.runtime.transaction() as session:
