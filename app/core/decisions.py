@@ -25,7 +25,7 @@ from app.core.notifications import Notice, notify
 from app.core.stats import (
     budget_usage,
     host_failure_times,
-    pause_reason,
+    pause_message,
     restart_outcomes,
     signature_sightings,
 )
@@ -38,6 +38,7 @@ from app.models import (
     FailureSignature,
     HostFailure,
     Job,
+    Pause,
     Restart,
     RestartState,
 )
@@ -105,8 +106,21 @@ def policy_host_failure(
     return PolicyHostFailure(host, failure_class, text, changed)
 
 
-def _prior_restarts(session: Session, execution: Execution, leaving_out: int | None) -> int:
-    query = (
+@dataclass(frozen=True)
+class _Context:
+    """The engine's single-valued inputs about an execution, read in one statement."""
+
+    job_description: str | None
+    prior_restarts: int
+    run_host_count: int | None
+    paused: str | None
+
+
+def _context(session: Session, execution: Execution, leaving_out: int | None) -> _Context:
+    """Its job's description, its earlier automatic restarts, its run's host count and the
+    pauses that apply: one round trip (four, one each, were a fifth of a decision's time on
+    PostgreSQL)."""
+    prior = (
         select(func.count())
         .select_from(Restart)
         .where(
@@ -116,17 +130,24 @@ def _prior_restarts(session: Session, execution: Execution, leaving_out: int | N
         )
     )
     if leaving_out is not None:
-        query = query.where(Restart.id != leaving_out)
-    return session.scalar(query) or 0
-
-
-def _run_host_count(session: Session, execution: Execution) -> int | None:
-    return session.scalar(
-        select(ExecutionRun.host_count).where(
-            ExecutionRun.execution_pk == execution.id,
-            ExecutionRun.run_index == execution.run_index,
+        prior = prior.where(Restart.id != leaving_out)
+    job = execution.job_id or None
+    row = session.execute(
+        select(
+            select(Job.description).where(Job.job_id == job).scalar_subquery(),
+            prior.scalar_subquery(),
+            select(ExecutionRun.host_count)
+            .where(
+                ExecutionRun.execution_pk == execution.id,
+                ExecutionRun.run_index == execution.run_index,
+            )
+            .scalar_subquery(),
+            select(Pause.paused_by).where(Pause.job_id == "").scalar_subquery(),
+            select(Pause.paused_by).where(Pause.job_id == job).scalar_subquery(),
         )
-    )
+    ).one()
+    description, prior_restarts, host_count, global_by, job_by = row
+    return _Context(description, prior_restarts or 0, host_count, pause_message(global_by, job_by))
 
 
 def _sightings(
@@ -159,28 +180,26 @@ def decision_input(
     an earlier one, and its signature is not sighted again.
     """
     hosts = _failed_hosts(session, execution)
-    job = session.get(Job, execution.job_id) if execution.job_id else None
+    context = _context(session, execution, releasing.id if releasing is not None else None)
     signature = failure_signature(hosts)
     held = releasing is not None
     return DecisionInput(
         execution_id=execution.execution_id,
         account=execution.account_alias,
         job_id=execution.job_id,
-        job_description=job.description if job else None,
+        job_description=context.job_description,
         status=execution.status,
         run_index=execution.run_index,
         run_count=execution.run_count,
         first_failure_at=execution.first_failure_at or now,
         now=now,
         failed_hosts=hosts,
-        prior_restarts=_prior_restarts(
-            session, execution, releasing.id if releasing is not None else None
-        ),
+        prior_restarts=context.prior_restarts,
         usage=budget_usage(session, policy, execution, now),
         host_failure_times=host_failure_times(session, policy, [h.host for h in hosts], now),
         restart_outcomes=restart_outcomes(session, policy, now),
-        paused=pause_reason(session, execution.job_id),
-        run_host_count=_run_host_count(session, execution),
+        paused=context.paused,
+        run_host_count=context.run_host_count,
         signature=signature,
         signature_sightings=_sightings(session, policy, signature, execution, now, held),
     )

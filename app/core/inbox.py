@@ -262,17 +262,24 @@ def apply_item(
 def load_states(
     session: Session, execution_ids: Sequence[str], now: dt.datetime
 ) -> dict[str, ExecutionState]:
-    """The executions (created if new) locked in id order, with their runs."""
+    """The executions (created if new) locked in id order, with their runs. Those this
+    transaction created have no runs or failures yet: they are not read."""
     existing = set(
         session.scalars(
             select(_EXECUTIONS.c.execution_id).where(_EXECUTIONS.c.execution_id.in_(execution_ids))
         )
     )
     missing = [execution_id for execution_id in execution_ids if execution_id not in existing]
+    created: set[str] = set()
     if missing:
-        session.execute(
-            insert_ignoring_conflicts(session, _EXECUTIONS),
-            [_new_execution(execution_id, now) for execution_id in missing],
+        # Another process may create one meanwhile: only the rows inserted here come back.
+        created = set(
+            session.scalars(
+                insert_ignoring_conflicts(session, _EXECUTIONS).returning(
+                    _EXECUTIONS.c.execution_id
+                ),
+                [_new_execution(execution_id, now) for execution_id in missing],
+            )
         )
     query = (
         select(Execution)
@@ -282,11 +289,16 @@ def load_states(
     )
     executions = list(session.scalars(locked(session, query)))
     runs: dict[int, list[ExecutionRun]] = {e.id: [] for e in executions}
-    for run in session.scalars(
-        select(ExecutionRun).where(ExecutionRun.execution_pk.in_(list(runs)))
-    ):
-        runs[run.execution_pk].append(run)
-    return {e.execution_id: ExecutionState(e, runs[e.id]) for e in executions}
+    known = [e.id for e in executions if e.execution_id not in created]
+    if known:
+        for run in session.scalars(
+            select(ExecutionRun).where(ExecutionRun.execution_pk.in_(known))
+        ):
+            runs[run.execution_pk].append(run)
+    return {
+        e.execution_id: ExecutionState(e, runs[e.id], new=e.execution_id in created)
+        for e in executions
+    }
 
 
 def _new_execution(execution_id: str, now: dt.datetime) -> dict[str, Any]:

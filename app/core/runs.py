@@ -41,8 +41,12 @@ MAX_STDERR_CHARS = 2000
 class ExecutionState:
     """An execution, its runs and its recorded failures, loaded once per batch."""
 
-    def __init__(self, execution: Execution, runs: Iterable[ExecutionRun]) -> None:
+    def __init__(
+        self, execution: Execution, runs: Iterable[ExecutionRun], new: bool = False
+    ) -> None:
+        """`new`: created by this transaction, so no failure of it is stored yet."""
         self.execution = execution
+        self._new = new
         self.runs: dict[int, ExecutionRun] = {run.run_index: run for run in runs}
         self._failures: dict[int, dict[str, HostFailure]] = {}
         # The current run's failed hosts, kept as a set and written back once (`finish`).
@@ -79,6 +83,8 @@ class ExecutionState:
     def failures(self, session: Session, run_index: int) -> dict[str, HostFailure]:
         """The recorded failures of one run by host (read once per batch)."""
         found = self._failures.get(run_index)
+        if found is None and self._new:
+            found = self._failures[run_index] = {}
         if found is None:
             rows = session.scalars(
                 select(HostFailure).where(
@@ -92,6 +98,7 @@ class ExecutionState:
     def forget_failures(self, run_index: int) -> None:
         """Rows were written around the cache: the next `failures` reads them."""
         self._failures.pop(run_index, None)
+        self._new = False
 
     def new_run(self, run_index: int) -> None:
         """The execution moved to a later run: its failed hosts start afresh."""
@@ -281,19 +288,21 @@ def note_failed_hosts(
             new[host] = None
     if not new:
         return
-    session.execute(
-        insert(_HOST_FAILURES),
-        [
-            {
-                "execution_pk": state.execution.id,
-                "run_index": run_index,
-                "host": host,
-                "failure_class": failure_class,
-                "occurred_at": at,
-            }
-            for host in new
-        ],
-    )
+    rows = [
+        {
+            "execution_pk": state.execution.id,
+            "run_index": run_index,
+            "host": host,
+            "failure_class": failure_class,
+            "occurred_at": at,
+        }
+        for host in new
+    ]
+    # The rows need only the execution's row, which exists: what the ORM holds pending (the
+    # execution's new values, its runs) is flushed later with the failed hosts' list, one
+    # UPDATE of the execution rather than two.
+    with session.no_autoflush:
+        session.execute(insert(_HOST_FAILURES), rows)
     state.forget_failures(run_index)  # read again (with the new rows) if needed later
     for host in new:
         state.add_failed_host(run_index, host)

@@ -352,10 +352,18 @@ def pause_of(session: Session, job_id: str | None) -> Pause | None:
 def pause_reason(session: Session, job_id: str) -> str | None:
     """Why automatic restarts of the job are paused, or None when they are not."""
     pauses = pauses_for(session, job_id)
-    if "" in pauses:
-        return f"automatic restarts paused globally by {pauses[''].paused_by}"
-    if job_id in pauses:
-        return f"automatic restarts paused for this job by {pauses[job_id].paused_by}"
+    return pause_message(
+        pauses[""].paused_by if "" in pauses else None,
+        pauses[job_id].paused_by if job_id in pauses else None,
+    )
+
+
+def pause_message(global_by: str | None, job_by: str | None) -> str | None:
+    """Why automatic restarts are paused, from who paused them all and who paused the job."""
+    if global_by is not None:
+        return f"automatic restarts paused globally by {global_by}"
+    if job_by is not None:
+        return f"automatic restarts paused for this job by {job_by}"
     return None
 
 
