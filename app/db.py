@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -235,17 +236,35 @@ _ANNOUNCED = "respawn_announced"
 
 
 def announce_restart(session: Session) -> None:
-    """Tell every process's dispatchers, once this transaction commits, that a restart is
-    due (PostgreSQL `NOTIFY`; a rollback drops it). Without it, a process other than the
+    """Tell the other processes' dispatchers, once this transaction commits, that a restart
+    is due (PostgreSQL `NOTIFY`; a rollback drops it). Without it, a process other than the
     one that queued the restart finds it only at its next look (`RESPAWN_DISPATCH_INTERVAL`).
-    Once per transaction; SQLite has one process's worth of writers and needs none."""
+    Once per transaction; SQLite has one process's worth of writers and needs none.
+
+    The payload names this process (`process_token`): its own listener lets it pass, since
+    whatever queues a restart wakes its own process's dispatchers after the commit anyway.
+    """
     if session.get_bind().dialect.name != "postgresql":
         return
     root = session.get_transaction()
     if session.info.get(_ANNOUNCED) is root:
         return
-    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": RESTARTS_CHANNEL})
+    session.execute(
+        text("SELECT pg_notify(:channel, :sender)"),
+        {"channel": RESTARTS_CHANNEL, "sender": process_token()},
+    )
     session.info[_ANNOUNCED] = root
+
+
+_token: tuple[int, str] | None = None
+
+
+def process_token() -> str:
+    """A name of this process, unique across hosts (a pid is not), and new after a fork."""
+    global _token
+    if _token is None or _token[0] != os.getpid():
+        _token = (os.getpid(), uuid.uuid4().hex)
+    return _token[1]
 
 
 def insert_ignoring_conflicts(session: Session, table: Table) -> Insert:

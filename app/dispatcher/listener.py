@@ -5,8 +5,8 @@ at their next look (`RESPAWN_DISPATCH_INTERVAL`, 2 s), so when one web worker ta
 callbacks (one kept-alive connection from a proxy, or a Runner), it alone would carry the
 restarts. On PostgreSQL the transaction that queues a due restart also sends a `NOTIFY`
 (`app.db.announce_restart`, delivered on commit); the `Listener` of each process holds a
-connection that `LISTEN`s and wakes its dispatchers at each one. SQLite has no such channel
-(and one writer): there the dispatchers look at their own pace.
+connection that `LISTEN`s and wakes its dispatchers at each one from another process. SQLite
+has no such channel (and one writer): there the dispatchers look at their own pace.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 import psycopg
 from sqlalchemy.engine import Engine
 
-from app.db import RESTARTS_CHANNEL
+from app.db import RESTARTS_CHANNEL, process_token
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,17 @@ POLL_SECONDS = 1.0
 
 
 class Listener:
-    """Calls `on_notice` whenever some process announces a restart that is due."""
+    """Calls `on_notice` whenever another process announces a restart that is due."""
 
-    def __init__(self, engine: Engine, on_notice: Callable[[], None]) -> None:
+    def __init__(
+        self, engine: Engine, on_notice: Callable[[], None], own: str | None = None
+    ) -> None:
+        """`own`: the payload of this process's announcements (`app.db.process_token`),
+        passed over: the process woke its dispatchers itself, and a second wake-up only
+        had another of them race the first for the claim."""
         self.engine = engine
         self.on_notice = on_notice
+        self.own = own
         self.listening = threading.Event()
         """Set while the connection listens (tests wait for it)."""
 
@@ -66,5 +72,7 @@ class Listener:
                 log.info("restart announcements: listening again")
             while not stop.is_set():
                 # Any number of announcements that arrived together is one wake-up.
-                if any(True for _ in connection.notifies(timeout=POLL_SECONDS, stop_after=1)):
+                own = self.own or process_token()
+                notices = connection.notifies(timeout=POLL_SECONDS, stop_after=1)
+                if any(notice.payload != own for notice in notices):
                     self.on_notice()

@@ -61,7 +61,7 @@ def test_only_a_committed_announcement_is_heard(app: Flask) -> None:
         assert made.listener is None
         return
     heard = threading.Event()
-    listener = Listener(runtime.engine, heard.set)
+    listener = Listener(runtime.engine, heard.set, own="another process")
     with running(listener):
         assert listener.listening.wait(10), "the listener did not start listening"
 
@@ -94,6 +94,7 @@ def test_a_restart_queued_by_another_process_wakes_this_ones_dispatcher(
         assert made.listener is None
         return
     assert made.listener is not None
+    made.listener.own = "another process"  # what a second process's token would be
     dispatcher = made.dispatchers[0]
     dispatcher.idle = True  # between passes, its next look a minute away
     with running(made.listener):
@@ -106,6 +107,23 @@ def test_a_restart_queued_by_another_process_wakes_this_ones_dispatcher(
         while not dispatcher._wake.is_set() and time.monotonic() < deadline:
             time.sleep(0.02)
         assert dispatcher._wake.is_set(), "the other process's dispatcher slept on"
+
+
+def test_the_announcing_process_passes_over_its_own_announcements(app: Flask) -> None:
+    """The process that queued the restart woke its own dispatchers: its listener waking
+    them again only had a second one race the first for the claim. Another's it hears."""
+    runtime = get_runtime(app)
+    if not _is_postgres(app):
+        return
+    own, theirs = threading.Event(), threading.Event()
+    mine = Listener(runtime.engine, own.set)
+    other = Listener(runtime.engine, theirs.set, own="another process")
+    with running(mine), running(other):
+        assert mine.listening.wait(10) and other.listening.wait(10)
+        with transaction(app) as session:
+            announce_restart(session)
+        assert theirs.wait(10), "the other process did not hear it"
+        assert not own.wait(1.0), "the announcing process woke itself a second time"
 
 
 def test_a_listener_without_its_database_warns_once_and_stops_when_asked(
