@@ -14,12 +14,13 @@ still pending.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Table, bindparam, func, select, text, update
+from sqlalchemy import BigInteger, Integer, Table, Text, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -27,7 +28,7 @@ from app.core.decisions import DecideResult, decide_failed_runs
 from app.core.deliveries import Delivery, document_deliveries, parse_item
 from app.core.insights import record_restart_outcomes
 from app.core.runs import ExecutionState, apply_document, apply_event, document_run
-from app.db import insert_ignoring_conflicts, locked
+from app.db import UTCDateTime, insert_ignoring_conflicts, locked
 from app.models import Event, Execution, ExecutionRun
 from app.policy import Policy
 from app.runner.documents import DocumentError, ExecutionDocument, StatusEvent
@@ -78,10 +79,55 @@ def store(session: Session, deliveries: Sequence[Delivery], now: dt.datetime) ->
         rows.append(delivery.row(now))
         first.append(delivery)
     inserted: set[str] = set()
-    if rows:
+    if rows and session.get_bind().dialect.name == "postgresql":
+        batch = [
+            {name: row[name] for name in _STORED_COLUMNS}
+            | {"payload": row["payload"], "event_at": _iso(row["event_at"]), "n": n}
+            for n, row in enumerate(rows)
+        ]
+        inserted = set(session.scalars(_STORE_ALL, {"rows": json.dumps(batch), "now": now}))
+    elif rows:
         statement = insert_ignoring_conflicts(session, _EVENTS).returning(_EVENTS.c.delivery_key)
         inserted = set(session.scalars(statement, rows))
     return Stored([d is not None and d.delivery_key in inserted for d in first])
+
+
+_STORED_COLUMNS = (
+    "execution_id",
+    "delivery_key",
+    "webhook_key",
+    "kind",
+    "event_type",
+    "event_id",
+    "host",
+    "status",
+    "event_ms",
+)
+_STORE_ALL = text(
+    """
+    INSERT INTO events (execution_id, delivery_key, webhook_key, kind, event_type, event_id,
+                        host, status, event_ms, event_at, payload, pending, attempts,
+                        received_at)
+    SELECT r.execution_id, r.delivery_key, r.webhook_key, r.kind, r.event_type, r.event_id,
+           r.host, r.status, r.event_ms, r.event_at, r.payload, true, 0, :now
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+        execution_id text, delivery_key text, webhook_key text, kind text, event_type text,
+        event_id text, host text, status text, event_ms bigint, event_at timestamptz,
+        payload jsonb, n integer)
+    ORDER BY r.n
+    ON CONFLICT DO NOTHING
+    RETURNING delivery_key
+    """
+).bindparams(bindparam("now", type_=UTCDateTime), bindparam("rows", type_=Text))
+"""Store a batch in one statement on PostgreSQL, its rows as one JSON document, in their
+order. One fixed statement, prepared once, and one parameter the C JSON encoder writes: a
+multi-row VALUES list is new text for every batch size, which the driver parsed afresh each
+time, and arrays it quotes element by element in Python (either way, most of the writer's
+time for arrays of events)."""
+
+
+def _iso(at: dt.datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
 
 
 def store_applied(
