@@ -50,6 +50,7 @@ __all__ = [
     "TRANSITIONS",
     "CallResult",
     "ClaimedRestart",
+    "Claims",
     "IllegalTransition",
     "RetryPolicy",
     "cancel",
@@ -118,22 +119,30 @@ def _not_paused() -> Any:
     return or_(Restart.manual.is_(True), Restart.state == RestartState.IN_FLIGHT, ~paused)
 
 
+class Claims(list[ClaimedRestart]):
+    """The restarts a claim took; `more`: another one was due beside them."""
+
+    more: bool = False
+
+
 def claim_due_restarts(
     session: Session, worker: str, now: dt.datetime, lease_seconds: float, limit: int
-) -> list[ClaimedRestart]:
-    """Claim up to `limit` due restarts for `worker`; flush, the caller commits."""
+) -> Claims:
+    """Claim up to `limit` due restarts for `worker`; flush, the caller commits. One more
+    is looked at, not claimed, to tell whether another dispatcher has work (`more`)."""
     query = (
         select(Restart, Execution)
         .join(Execution, Execution.id == Restart.execution_pk)
         .where(_due_clause(now), _not_paused())
         .order_by(Restart.due_at, Restart.id)
-        .limit(limit)
+        .limit(limit + 1)
         .execution_options(populate_existing=True)
     )
     candidates = session.execute(locked(session, query, of=Restart, skip_locked=True)).all()
-    claimed: list[ClaimedRestart] = []
+    claimed = Claims()
+    claimed.more = len(candidates) > limit
     lease_until = now + dt.timedelta(seconds=lease_seconds)
-    for restart, execution in candidates:
+    for restart, execution in candidates[:limit]:
         # The conditional update is the claim on SQLite (and a no-op guard on PostgreSQL,
         # where the row is already locked): it only succeeds while the row is still due.
         result = session.execute(

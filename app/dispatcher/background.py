@@ -64,7 +64,8 @@ class Background:
 
     def wake_dispatchers(self) -> None:
         """New work was queued: one idle dispatcher looks now, and each one that claims a
-        restart wakes the next (`_pass_on`), so as many look as there is work.
+        restart while another is due wakes the next (`_pass_on`), so as many look as there is
+        work.
 
         Waking them all for each restart had every one start a claim transaction, all but
         one in vain, for the CPU and (on SQLite) the write lock the processor and the

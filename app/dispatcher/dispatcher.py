@@ -47,8 +47,9 @@ class Dispatcher:
         self.idle = False
         """Waiting for a wake-up or its next look (not inside a pass)."""
         self.on_claimed: Callable[[], None] | None = None
-        """Called once a restart is claimed, before the Runner is: more may be due, and an
-        idle dispatcher can take the next one meanwhile."""
+        """Called once a restart is claimed while another is due too, before the Runner is:
+        an idle dispatcher can take the next one meanwhile. (Waking one for nothing had it
+        claim in vain, a transaction beside the call, on SQLite a turn at the write lock.)"""
 
     def wake(self) -> None:
         self._wake.set()
@@ -81,7 +82,7 @@ class Dispatcher:
                 )
             if not claims:
                 return handled
-            if self.on_claimed is not None:
+            if claims.more and self.on_claimed is not None:
                 self.on_claimed()
             for claim in claims:
                 # No transaction is open while the Runner is called.

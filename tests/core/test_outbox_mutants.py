@@ -29,6 +29,7 @@ from app.core.operator import cancel_restart, manual_restart, pause_automatic
 from app.core.outbox import (
     CallResult,
     ClaimedRestart,
+    Claims,
     IllegalTransition,
     RetryPolicy,
     claim_due_restarts,
@@ -366,7 +367,7 @@ def failed(
 
 def claim_at(
     sessions: sessionmaker[Session], worker: str, at: dt.datetime, limit: int = 10
-) -> list[ClaimedRestart]:
+) -> Claims:
     with transaction(sessions) as session:
         return claim_due_restarts(session, worker, at, 10.0, limit)
 
@@ -393,6 +394,23 @@ def execution_row(sessions: sessionmaker[Session], execution_id: str = "exec-a")
     with sessions() as session:
         query = select(Execution).where(Execution.execution_id == execution_id)
         return session.scalars(query).one()
+
+
+def test_a_claim_tells_whether_another_restart_is_due_beside_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The dispatcher wakes another only when there is more (else it claims in vain)."""
+    failed(sessions, "exec-a")
+    failed(sessions, "exec-b")
+
+    first = claim_at(sessions, "w1", NOW, limit=1)
+    second = claim_at(sessions, "w2", NOW, limit=1)
+    third = claim_at(sessions, "w3", NOW, limit=1)
+
+    assert (len(first), first.more) == (1, True)
+    assert (len(second), second.more) == (1, False)  # the one it looked at beside, it took
+    assert (len(third), third.more) == (0, False)
+    assert first[0].restart_id != second[0].restart_id
 
 
 def test_a_claim_takes_a_lease_and_opens_an_attempt(sessions: sessionmaker[Session]) -> None:
