@@ -71,10 +71,11 @@ def counted_restarts(since: dt.datetime) -> tuple[ColumnElement[bool], ...]:
     )
 
 
-def budget_count(
-    session: Session, since: dt.datetime, job_id: str | None = None, account: str | None = None
-) -> int:
-    """Restarts counted against a budget since `since`, for one job, one account or all."""
+def budget_query(
+    since: dt.datetime, job_id: str | None = None, account: str | None = None
+) -> Select[Any]:
+    """The count of restarts against a budget since `since`, for one job, one account or
+    all."""
     query = select(func.count()).select_from(Restart).where(*counted_restarts(since))
     if job_id is not None or account is not None:
         query = query.join(Execution, Execution.id == Restart.execution_pk)
@@ -82,24 +83,42 @@ def budget_count(
             query = query.where(Execution.job_id == job_id)
         if account is not None:
             query = query.where(Execution.account_alias == account)
-    return session.scalar(query) or 0
+    return query
+
+
+def budget_count(
+    session: Session, since: dt.datetime, job_id: str | None = None, account: str | None = None
+) -> int:
+    """Restarts counted against a budget since `since`, for one job, one account or all."""
+    return session.scalar(budget_query(since, job_id, account)) or 0
 
 
 def budget_usage(
     session: Session, policy: Policy, execution: Execution, now: dt.datetime
 ) -> BudgetUsage:
-    """How much of each budget the execution's job, account and the fleet have used."""
+    """How much of each budget the execution's job, account and the fleet have used (a
+    decision reads the same counts along with its other inputs: `budget_queries`)."""
+    per_job, per_account, fleet = (
+        0 if query is None else session.scalar(query) or 0
+        for query in budget_queries(policy, execution, now)
+    )
+    return BudgetUsage(per_job=per_job, per_account=per_account, global_=fleet)
+
+
+def budget_queries(
+    policy: Policy, execution: Execution, now: dt.datetime
+) -> tuple[Select[Any] | None, ...]:
+    """The counts of the execution's job, account and fleet budgets (None where the policy
+    sets no limit), in `BudgetUsage` order, to be read in one statement with others."""
     limits = policy.limits
-    return BudgetUsage(
-        per_job=budget_count(session, now - limits.per_job.window, job_id=execution.job_id)
+    return (
+        budget_query(now - limits.per_job.window, job_id=execution.job_id)
         if limits.per_job
-        else 0,
-        per_account=budget_count(
-            session, now - limits.per_account.window, account=execution.account_alias
-        )
+        else None,
+        budget_query(now - limits.per_account.window, account=execution.account_alias)
         if limits.per_account
-        else 0,
-        global_=budget_count(session, now - limits.global_.window) if limits.global_ else 0,
+        else None,
+        budget_query(now - limits.global_.window) if limits.global_ else None,
     )
 
 
