@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import metrics
 from app.config import Settings
+from app.core.claims import ClaimedRestart
 from app.core.notifications import Notice, notify
 from app.core.policy_source import LoadedPolicy, PolicyLoadError, PolicySource
 from app.db import make_engine, make_sessionmaker, read_only, transaction, utcnow
@@ -39,6 +40,8 @@ class Runtime:
         self._lock = threading.Lock()
         self._wake: Callable[[bool], None] | None = None
         self._stop: Callable[[], None] | None = None
+        self._claim_for: Callable[[], tuple[str, float] | None] | None = None
+        self._hand: Callable[[list[ClaimedRestart]], None] | None = None
         self._intake: Intake | None = None
         self._intake_engine: Engine | None = None
         self._told_refusal: PolicyLoadError | None = None
@@ -127,6 +130,8 @@ class Runtime:
                         policy=lambda: self.current_policy().policy,
                         defer_unknown_jobs=settings.runner_configured,
                         on_queued=self.wake_background,
+                        claim_for=self.claim_for,
+                        hand=self.hand_claims,
                         single_writer=self._intake_engine.dialect.name == "sqlite",
                     )
         return self._intake
@@ -136,10 +141,30 @@ class Runtime:
 
     # --- the background (dispatcher, reconciler) -------------------------------------------
 
-    def attach_background(self, wake: Callable[[bool], None], stop: Callable[[], None]) -> None:
-        """Called by the background once its threads run in this process."""
+    def attach_background(
+        self,
+        wake: Callable[[bool], None],
+        stop: Callable[[], None],
+        claim_for: Callable[[], tuple[str, float] | None] | None = None,
+        hand: Callable[[list[ClaimedRestart]], None] | None = None,
+    ) -> None:
+        """Called by the background once its threads run in this process. With `claim_for`
+        and `hand`, its dispatchers take restarts claimed where they were queued."""
         with self._lock:
             self._wake, self._stop = wake, stop
+            self._claim_for, self._hand = claim_for, hand
+
+    def claim_for(self) -> tuple[str, float] | None:
+        """The lease under which to claim restarts as they are queued (a dispatcher of this
+        process waits for work), or None."""
+        claim_for = self._claim_for
+        return claim_for() if claim_for is not None else None
+
+    def hand_claims(self, claims: list[ClaimedRestart]) -> None:
+        """Give this process's dispatchers the restarts claimed as they were queued."""
+        hand = self._hand
+        if hand is not None:
+            hand(claims)
 
     @property
     def has_background(self) -> bool:
@@ -156,6 +181,7 @@ class Runtime:
         """Finish the intake's work, stop the background threads, close the connections."""
         with self._lock:
             stop, self._wake, self._stop = self._stop, None, None
+            self._claim_for = self._hand = None
             intake, self._intake = self._intake, None
         if intake is not None:
             intake.close()

@@ -18,6 +18,7 @@ from sqlalchemy import exists, func, literal, select
 from sqlalchemy.orm import Session
 
 from app import metrics
+from app.core.claims import claim_queued
 from app.core.errors import Conflict, Invalid
 from app.core.insights import record_failure
 from app.core.lifecycle import transition
@@ -287,7 +288,9 @@ def store_decision(
         record_failure(session, signature.key, execution.job_id, now)
     restart = None
     if decision.queued and origin == "policy":
-        restart = _queue_restart(session, execution, row, decision.due_at or now, now, True)
+        restart = _queue_restart(
+            session, execution, row, decision.due_at or now, now, True, claim=not decision.held
+        )
         if decision.held and signature is not None:
             transition(restart, RestartState.HELD, now)
             restart.hold_signature = signature.key
@@ -313,7 +316,11 @@ def _queue_restart(
     now: dt.datetime,
     counts: bool,
     manual: bool = False,
+    claim: bool = False,
 ) -> Restart:
+    """The outbox row of a decision. Due now, it is claimed at once where the transaction
+    asked for that and `claim` allows (`app.core.claims`); otherwise the processes'
+    dispatchers are told (`announce_restart`)."""
     restart = Restart(
         decision_id=decision.id,
         execution_pk=execution.id,
@@ -330,7 +337,7 @@ def _queue_restart(
     )
     session.add(restart)
     session.flush()
-    if due_at <= now:
+    if due_at <= now and not (claim and claim_queued(session, restart, execution, now)):
         announce_restart(session)
     return restart
 

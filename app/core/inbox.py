@@ -24,6 +24,7 @@ from sqlalchemy import BigInteger, Integer, Table, Text, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from app.core.claims import ClaimedRestart
 from app.core.decisions import DecideResult, decide_failed_runs
 from app.core.deliveries import Delivery, document_deliveries, parse_item
 from app.core.insights import record_restart_outcomes
@@ -165,6 +166,8 @@ class Processed:
     executions: dict[str, Execution] = field(default_factory=dict)
     decided: DecideResult = field(default_factory=DecideResult)
     unreadable: int = 0
+    claimed: list[ClaimedRestart] = field(default_factory=list)
+    """Restarts claimed as they were queued (`app.core.claims`), to hand on once committed."""
 
 
 def process(

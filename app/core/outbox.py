@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import metrics
+from app.core.claims import ClaimedRestart
 from app.core.ingest import advance_to_run, record_answer
 from app.core.insights import record_restart_sent
 from app.core.lifecycle import FINAL_STATES, TRANSITIONS, IllegalTransition, cancel, transition
@@ -65,22 +66,6 @@ log = logging.getLogger(__name__)
 MAX_DETAIL = 500
 
 # --- claims -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClaimedRestart:
-    """A snapshot of a claimed outbox row: all the call needs, no ORM object."""
-
-    restart_id: int
-    attempt_id: int
-    execution_id: str
-    account: str
-    job_id: str
-    run_index: int
-    hosts: tuple[str, ...]
-    timers_before: int
-    attempt: int
-    lease_expires_at: dt.datetime
 
 
 Verdict = Literal["done", "not_needed", "failed", "retry"]

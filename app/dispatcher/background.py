@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 
-from app.dispatcher.dispatcher import Dispatcher
+from app.core.claims import ClaimedRestart
+from app.dispatcher.dispatcher import Dispatcher, worker_name
 from app.dispatcher.listener import Listener
 from app.dispatcher.notifier import Notifier
 from app.dispatcher.reconciler import JOB_REFRESH_INTERVAL, Reconciler, refresh_jobs_forever
@@ -39,8 +41,13 @@ class Background:
         self.dispatchers = (
             [Dispatcher(runtime, client) for _ in range(dispatchers)] if client else []
         )
+        # Restarts claimed where they were queued, for any dispatcher of this process, under
+        # one lease holder's name (app/core/claims.py).
+        self.handed: deque[ClaimedRestart] = deque()
+        self.claimer = worker_name()
         for dispatcher in self.dispatchers:
             dispatcher.on_claimed = self._pass_on
+            dispatcher.take_handed = self._take_handed
         self.reconciler = Reconciler(runtime, client) if reconcile and client else None
         if self.reconciler is not None:
             self.reconciler.on_queued = self.wake_dispatchers
@@ -75,9 +82,36 @@ class Background:
         if not self._wake_idle_dispatcher():
             for dispatcher in self.dispatchers:
                 dispatcher.wake()
+        self._wake_notifier()
+
+    def _wake_notifier(self) -> None:
         if self.runtime.current_policy().policy.notify.enabled:
             # Otherwise nothing was queued for it: a transaction saved per restart.
             self.notifier.wake()
+
+    def claim_for(self) -> tuple[str, float] | None:
+        """The lease under which a restart may be claimed as it is queued: while one of the
+        dispatchers waits for work, which the hand-off then wakes."""
+        if not any(dispatcher.idle for dispatcher in self.dispatchers):
+            return None
+        return self.claimer, self.runtime.settings.lease_seconds
+
+    def hand(self, claims: list[ClaimedRestart]) -> None:
+        """Restarts claimed as they were queued: an idle dispatcher is woken for each (all,
+        when none is idle), and takes them before it claims anything."""
+        self.handed.extend(claims)
+        for _ in claims:
+            if not self._wake_idle_dispatcher():
+                for dispatcher in self.dispatchers:
+                    dispatcher.wake()
+                break
+        self._wake_notifier()
+
+    def _take_handed(self) -> ClaimedRestart | None:
+        try:
+            return self.handed.popleft()
+        except IndexError:
+            return None
 
     def _pass_on(self) -> None:
         """A dispatcher claimed a restart: another may be due behind it."""
@@ -131,6 +165,11 @@ def start_background(runtime: Runtime, dispatchers: int = 1, reconcile: bool = T
             "restarts are decided and queued but not sent"
         )
     background = Background(runtime, client, dispatchers, reconcile)
-    runtime.attach_background(background.wake, background.stop)
+    runtime.attach_background(
+        background.wake,
+        background.stop,
+        background.claim_for if background.dispatchers else None,
+        background.hand,
+    )
     background.start()
     return background

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from app.core.claims import ClaimedRestart
 from app.core.outbox import RetryPolicy, claim_due_restarts, record_result, send_restart
 from app.core.signatures import any_held, release_held
 from app.db import utcnow
@@ -46,6 +47,8 @@ class Dispatcher:
         self._next_release = 0.0
         self.idle = False
         """Waiting for a wake-up or its next look (not inside a pass)."""
+        self.take_handed: Callable[[], ClaimedRestart | None] = lambda: None
+        """The next restart claimed where it was queued, for this process's dispatchers."""
         self.on_claimed: Callable[[], None] | None = None
         """Called once a restart is claimed while another is due too, before the Runner is:
         an idle dispatcher can take the next one meanwhile. (Waking one for nothing had it
@@ -69,12 +72,16 @@ class Dispatcher:
         return done.released + done.dropped
 
     def run_once(self) -> int:
-        """Release what may go (once a `RELEASE_SECONDS`), then claim and carry out due
-        restarts until none is due; return how many restarts were sent."""
+        """Carry out the restarts claimed where they were queued; release what may go (once
+        a `RELEASE_SECONDS`); then claim and carry out due restarts until none is due.
+        Return how many restarts were sent."""
+        handled = 0
+        while (handed := self.take_handed()) is not None:
+            self._carry_out(handed)
+            handled += 1
         if time.monotonic() >= self._next_release:
             self._next_release = time.monotonic() + RELEASE_SECONDS
             self.release()
-        handled = 0
         while True:
             with self.runtime.transaction() as session:
                 claims = claim_due_restarts(
@@ -85,36 +92,39 @@ class Dispatcher:
             if claims.more and self.on_claimed is not None:
                 self.on_claimed()
             for claim in claims:
-                # No transaction is open while the Runner is called.
-                result = send_restart(
-                    self.client,
-                    claim,
-                    self.settings.ssh_keys_file,
-                    self.settings.runner_call_seconds,
-                )
-                with self.runtime.transaction() as session:
-                    state = record_result(
-                        session,
-                        claim,
-                        self.name,
-                        result,
-                        utcnow(),
-                        self.retry,
-                        self.runtime.current_policy().policy,
-                    )
-                log.info(
-                    "restart %s of %s: %s (%s)",
-                    claim.restart_id,
-                    claim.execution_id,
-                    result.outcome,
-                    state,
-                    extra={
-                        "execution_id": claim.execution_id,
-                        "job_id": claim.job_id,
-                        "account": claim.account,
-                    },
-                )
+                self._carry_out(claim)
                 handled += 1
+
+    def _carry_out(self, claim: ClaimedRestart) -> None:
+        """Call the Runner (no transaction is open meanwhile), then record its answer."""
+        result = send_restart(
+            self.client,
+            claim,
+            self.settings.ssh_keys_file,
+            self.settings.runner_call_seconds,
+        )
+        with self.runtime.transaction() as session:
+            state = record_result(
+                session,
+                claim,
+                claim.worker or self.name,
+                result,
+                utcnow(),
+                self.retry,
+                self.runtime.current_policy().policy,
+            )
+        log.info(
+            "restart %s of %s: %s (%s)",
+            claim.restart_id,
+            claim.execution_id,
+            result.outcome,
+            state,
+            extra={
+                "execution_id": claim.execution_id,
+                "job_id": claim.job_id,
+                "account": claim.account,
+            },
+        )
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():

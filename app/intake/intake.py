@@ -36,6 +36,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import metrics
+from app.core.claims import ClaimedRestart, claim_when_queued, claimed_when_queued
 from app.core.deliveries import Delivery
 from app.core.inbox import (
     Processed,
@@ -166,16 +167,24 @@ class Intake:
         defer_unknown_jobs: bool,
         on_queued: Callable[[bool], None],
         single_writer: bool = False,
+        claim_for: Callable[[], tuple[str, float] | None] = lambda: None,
+        hand: Callable[[list[ClaimedRestart]], None] = lambda claims: None,
     ) -> None:
         """`single_writer`: the database takes one writer at a time (SQLite). The writer then
         applies what it stores in the same transaction, and batches are bounded by
-        `SINGLE_WRITER_BATCH`."""
+        `SINGLE_WRITER_BATCH`.
+
+        `claim_for`: the lease (holder, seconds) under which restarts queued due now are
+        claimed in the transaction that queues them, while a dispatcher of this process
+        waits (None otherwise); `hand` gets those claims once the transaction committed."""
         self.writer_sessions = writer_sessions
         self.sessions = sessions
         self.spool = spool
         self.policy = policy
         self.defer_unknown_jobs = defer_unknown_jobs
         self.on_queued = on_queued
+        self.claim_for = claim_for
+        self.hand = hand
         self._incoming: queue.SimpleQueue[Ticket | None] = queue.SimpleQueue()
         self._stored: queue.SimpleQueue[Ticket | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -411,7 +420,10 @@ class Intake:
         execution_ids: set[str],
         parsed: dict[str, ExecutionDocument | StatusEvent] | None,
     ) -> Processed:
-        return process(
+        lease = self.claim_for()
+        if lease is not None:
+            claim_when_queued(session, *lease)
+        result = process(
             session,
             execution_ids,
             utcnow(),
@@ -419,6 +431,8 @@ class Intake:
             defer_unknown_jobs=self.defer_unknown_jobs,
             parsed=parsed,
         )
+        result.claimed = claimed_when_queued(session)
+        return result
 
     def _processed(self, tickets: list[Ticket], result: Processed) -> None:
         done = time.monotonic()
@@ -428,8 +442,12 @@ class Intake:
         self._applied(result)
 
     def _applied(self, result: Processed) -> None:
+        """After the commit: hand on the restarts claimed as they were queued, wake the
+        background for the rest."""
         metrics.EVENTS_APPLIED.inc(result.applied)
-        if result.decided.queued or result.decided.deferred:
+        if result.claimed:
+            self.hand(result.claimed)
+        if result.decided.queued > len(result.claimed) or result.decided.deferred:
             self.on_queued(result.decided.deferred > 0)
 
     def _apply(self, execution_ids: set[str]) -> None:
@@ -457,6 +475,7 @@ class Intake:
                 self._count_attempt(execution_id)
                 continue
             result.applied += one.applied
+            result.claimed += one.claimed
             result.decided.queued += one.decided.queued
             result.decided.deferred += one.decided.deferred
         return result
