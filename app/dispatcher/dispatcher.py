@@ -138,3 +138,10 @@ class Dispatcher:
             self._wake.wait(self.settings.dispatch_interval)
             self.idle = False
             self._wake.clear()
+        # Stopping: what was handed to this process is claimed in its name already; carry it
+        # out rather than leave it to wait for its lease to run out.
+        while (handed := self.take_handed()) is not None:
+            try:
+                self._carry_out(handed)
+            except Exception:
+                log.exception("dispatcher: a handed restart failed on the way out")

@@ -3,6 +3,7 @@ and the job refresh only when a failure waits for its job."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,19 @@ def test_a_dispatcher_looks_for_held_restarts_once_a_second(
     dispatcher._next_release = 0.0  # as a second later
     dispatcher.run_once()
     assert looks == [1, 1]
+
+
+def test_a_stopping_dispatcher_carries_out_what_was_handed_to_it(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claimed in the process's name already: left behind, it would wait out its lease."""
+    made = background(app, 1)
+    dispatcher = made.dispatchers[0]
+    carried: list[object] = []
+    monkeypatch.setattr(dispatcher, "_carry_out", carried.append)
+    made.handed.extend(["first", "second"])  # type: ignore[list-item]  # stand-ins for claims
+    stop = threading.Event()
+    stop.set()
+    dispatcher.run_forever(stop)
+    assert carried == ["first", "second"]
+    assert not made.handed
