@@ -1,6 +1,5 @@
 """gunicorn settings for `respawn serve` and the container; each may be overridden by flags."""
 
-import gc
 import os
 import shutil
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 from gunicorn.glogging import Logger
 
 from app import metrics
+from app.collector import PacedCollector
 from app.dispatcher import start_background
 from app.extensions import get_runtime
 from app.redact import escape_controls, redact_text
@@ -93,11 +93,8 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     runtime = get_runtime(worker.wsgi)
     if runtime.settings.dispatcher == "embedded":
         start_background(runtime, dispatchers=runtime.settings.dispatcher_threads)
-    # What the worker has loaded by now (the app, its models and mappers, the policy) stays
-    # for its lifetime: frozen out of the collector's way, a full collection no longer walks
-    # it. Those collections had stalled callbacks and restarts by tens of milliseconds
-    # (docs/BENCHMARKS.md, "Failure to restart").
-    gc.freeze()
+    # The collector out of the way of callbacks and restarts (app/collector.py).
+    PacedCollector().start()
     worker.log.info("Worker ready (pid: %s)", worker.pid)
 
 
