@@ -25,8 +25,10 @@ from app.core.lifecycle import transition
 from app.core.notifications import Notice, notify
 from app.core.stats import (
     budget_queries,
+    budget_usage_of,
     host_failure_times,
     pause_message,
+    pause_queries,
     restart_outcomes,
     signature_sightings,
 )
@@ -39,7 +41,6 @@ from app.models import (
     FailureSignature,
     HostFailure,
     Job,
-    Pause,
     Restart,
     RestartState,
 )
@@ -140,10 +141,11 @@ def _context(
     )
     if leaving_out is not None:
         prior = prior.where(Restart.id != leaving_out)
-    job = execution.job_id or None
     row = session.execute(
         select(
-            select(Job.description).where(Job.job_id == job).scalar_subquery(),
+            select(Job.description)
+            .where(Job.job_id == (execution.job_id or None))
+            .scalar_subquery(),
             prior.scalar_subquery(),
             select(ExecutionRun.host_count)
             .where(
@@ -151,21 +153,20 @@ def _context(
                 ExecutionRun.run_index == execution.run_index,
             )
             .scalar_subquery(),
-            select(Pause.paused_by).where(Pause.job_id == "").scalar_subquery(),
-            select(Pause.paused_by).where(Pause.job_id == job).scalar_subquery(),
+            *(query.scalar_subquery() for query in pause_queries(execution.job_id)),
             *(
                 literal(0) if query is None else query.scalar_subquery()
                 for query in budget_queries(policy, execution, now)
             ),
         )
     ).one()
-    description, prior_restarts, host_count, global_by, job_by, per_job, per_account, fleet = row
+    description, prior_restarts, host_count, global_by, job_by, *budgets = row
     return _Context(
         description,
         prior_restarts or 0,
         host_count,
         pause_message(global_by, job_by),
-        BudgetUsage(per_job=per_job or 0, per_account=per_account or 0, global_=fleet or 0),
+        budget_usage_of(budgets),
     )
 
 

@@ -9,7 +9,7 @@ what the policy saw.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,10 +98,15 @@ def budget_usage(
 ) -> BudgetUsage:
     """How much of each budget the execution's job, account and the fleet have used (a
     decision reads the same counts along with its other inputs: `budget_queries`)."""
-    per_job, per_account, fleet = (
-        0 if query is None else session.scalar(query) or 0
+    return budget_usage_of(
+        None if query is None else session.scalar(query)
         for query in budget_queries(policy, execution, now)
     )
+
+
+def budget_usage_of(counts: Iterable[int | None]) -> BudgetUsage:
+    """`BudgetUsage` from the counts of `budget_queries`, in its order (None: no limit)."""
+    per_job, per_account, fleet = (count or 0 for count in counts)
     return BudgetUsage(per_job=per_job, per_account=per_account, global_=fleet)
 
 
@@ -370,10 +375,15 @@ def pause_of(session: Session, job_id: str | None) -> Pause | None:
 
 def pause_reason(session: Session, job_id: str) -> str | None:
     """Why automatic restarts of the job are paused, or None when they are not."""
-    pauses = pauses_for(session, job_id)
-    return pause_message(
-        pauses[""].paused_by if "" in pauses else None,
-        pauses[job_id].paused_by if job_id in pauses else None,
+    return pause_message(*(session.scalar(query) for query in pause_queries(job_id)))
+
+
+def pause_queries(job_id: str) -> tuple[Select[Any], Select[Any]]:
+    """Who paused every job, and who paused this one (no row: not paused), for
+    `pause_message`; a decision reads them along with its other inputs."""
+    return (
+        select(Pause.paused_by).where(Pause.job_id == ""),
+        select(Pause.paused_by).where(Pause.job_id == (job_id or None)),
     )
 
 
