@@ -13,7 +13,7 @@ verifies with the Runner before it sends (as after a dispatcher dies mid-call).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
@@ -69,24 +69,35 @@ def claim_queued(
     restart.lease_owner = worker
     restart.lease_expires_at = lease_until
     restart.attempts = 1
+    claim = start_attempt(session, restart, execution, worker, lease_until, now)
+    session.info[_CLAIMED].append(replace(claim, worker=worker))
+    return True
+
+
+def start_attempt(
+    session: Session,
+    restart: Restart,
+    execution: Execution,
+    worker: str,
+    lease_until: dt.datetime,
+    now: dt.datetime,
+) -> ClaimedRestart:
+    """Open the attempt of a restart just claimed for `worker` until `lease_until` (its
+    attempt count already set) and take the claim's snapshot; flush."""
     attempt = RestartAttempt(
         restart_id=restart.id, worker=worker, started_at=now, outcome="started"
     )
     session.add(attempt)
     session.flush()
-    session.info[_CLAIMED].append(
-        ClaimedRestart(
-            restart_id=restart.id,
-            attempt_id=attempt.id,
-            execution_id=execution.execution_id,
-            account=execution.account_alias,
-            job_id=execution.job_id,
-            run_index=restart.run_index,
-            hosts=tuple(restart.hosts),
-            timers_before=restart.timers_before,
-            attempt=1,
-            lease_expires_at=lease_until,
-            worker=worker,
-        )
+    return ClaimedRestart(
+        restart_id=restart.id,
+        attempt_id=attempt.id,
+        execution_id=execution.execution_id,
+        account=execution.account_alias,
+        job_id=execution.job_id,
+        run_index=restart.run_index,
+        hosts=tuple(restart.hosts),
+        timers_before=restart.timers_before,
+        attempt=restart.attempts,
+        lease_expires_at=lease_until,
     )
-    return True

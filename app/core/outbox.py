@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import metrics
-from app.core.claims import ClaimedRestart
+from app.core.claims import ClaimedRestart, start_attempt
 from app.core.ingest import advance_to_run, record_answer
 from app.core.insights import record_restart_sent
 from app.core.lifecycle import FINAL_STATES, TRANSITIONS, IllegalTransition, cancel, transition
@@ -155,25 +155,7 @@ def claim_due_restarts(
                 .where(RestartAttempt.restart_id == restart.id, RestartAttempt.outcome == "started")
                 .values(outcome="interrupted", finished_at=now, detail="lease expired mid-call")
             )
-        attempt = RestartAttempt(
-            restart_id=restart.id, worker=worker, started_at=now, outcome="started"
-        )
-        session.add(attempt)
-        session.flush()
-        claimed.append(
-            ClaimedRestart(
-                restart_id=restart.id,
-                attempt_id=attempt.id,
-                execution_id=execution.execution_id,
-                account=execution.account_alias,
-                job_id=execution.job_id,
-                run_index=restart.run_index,
-                hosts=tuple(restart.hosts),
-                timers_before=restart.timers_before,
-                attempt=restart.attempts,
-                lease_expires_at=lease_until,
-            )
-        )
+        claimed.append(start_attempt(session, restart, execution, worker, lease_until, now))
     return claimed
 
 
