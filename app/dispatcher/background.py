@@ -79,10 +79,16 @@ class Background:
         dispatcher with the claim needed. When none is idle, all are woken: a busy one
         claims again before it sleeps, but one may be just past its last claim.
         """
-        if not self._wake_idle_dispatcher():
-            for dispatcher in self.dispatchers:
-                dispatcher.wake()
+        self._wake_one()
         self._wake_notifier()
+
+    def _wake_one(self) -> bool:
+        """Wake one idle dispatcher, or all of them when none is idle (then False)."""
+        if self._wake_idle_dispatcher():
+            return True
+        for dispatcher in self.dispatchers:
+            dispatcher.wake()
+        return False
 
     def _wake_notifier(self) -> None:
         if self.runtime.current_policy().policy.notify.enabled:
@@ -101,9 +107,7 @@ class Background:
         when none is idle), and takes them before it claims anything."""
         self.handed.extend(claims)
         for _ in claims:
-            if not self._wake_idle_dispatcher():
-                for dispatcher in self.dispatchers:
-                    dispatcher.wake()
+            if not self._wake_one():
                 break
         self._wake_notifier()
 
@@ -166,10 +170,7 @@ def start_background(runtime: Runtime, dispatchers: int = 1, reconcile: bool = T
         )
     background = Background(runtime, client, dispatchers, reconcile)
     runtime.attach_background(
-        background.wake,
-        background.stop,
-        background.claim_for if background.dispatchers else None,
-        background.hand,
+        background.wake, background.stop, background.claim_for, background.hand
     )
     background.start()
     return background

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -76,8 +76,8 @@ class Dispatcher:
         a `RELEASE_SECONDS`); then claim and carry out due restarts until none is due.
         Return how many restarts were sent."""
         handled = 0
-        while (handed := self.take_handed()) is not None:
-            self._carry_out(handed)
+        for claim in self._handed():
+            self._carry_out(claim)
             handled += 1
         if time.monotonic() >= self._next_release:
             self._next_release = time.monotonic() + RELEASE_SECONDS
@@ -94,6 +94,11 @@ class Dispatcher:
             for claim in claims:
                 self._carry_out(claim)
                 handled += 1
+
+    def _handed(self) -> Iterator[ClaimedRestart]:
+        """The restarts handed to this process's dispatchers, until none is left."""
+        while (claim := self.take_handed()) is not None:
+            yield claim
 
     def _carry_out(self, claim: ClaimedRestart) -> None:
         """Call the Runner (no transaction is open meanwhile), then record its answer."""
@@ -140,8 +145,8 @@ class Dispatcher:
             self._wake.clear()
         # Stopping: what was handed to this process is claimed in its name already; carry it
         # out rather than leave it to wait for its lease to run out.
-        while (handed := self.take_handed()) is not None:
+        for claim in self._handed():
             try:
-                self._carry_out(handed)
+                self._carry_out(claim)
             except Exception:
                 log.exception("dispatcher: a handed restart failed on the way out")
