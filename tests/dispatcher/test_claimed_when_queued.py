@@ -13,6 +13,7 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import select
 
+from app.core.claims import ClaimedRestart
 from app.dispatcher import Background
 from app.extensions import get_runtime, get_settings
 from app.models import Restart, RestartAttempt
@@ -31,13 +32,16 @@ from tests.helpers import transaction
 
 
 @contextmanager
-def background(app: Flask, idle: bool) -> Iterator[Background]:
+def background(
+    app: Flask, idle: bool, hand: Callable[[list[ClaimedRestart]], None] | None = None
+) -> Iterator[Background]:
     """One dispatcher attached to the app's runtime as `start_background` attaches it, its
-    thread not started: the test runs it. `idle`: waiting for work, as between passes."""
+    thread not started: the test runs it. `idle`: waiting for work, as between passes;
+    `hand`: where the claims made as restarts are queued go (the background's own)."""
     runtime = get_runtime(app)
     made = Background(runtime, runner_client(app), dispatchers=1, reconcile=False)
     made.dispatchers[0].idle = idle
-    runtime.attach_background(made.wake, made.stop, made.claim_for, made.hand)
+    runtime.attach_background(made.wake, made.stop, made.claim_for, hand or made.hand)
     yield made
 
 
@@ -72,26 +76,21 @@ def attempts(app: Flask) -> list[tuple[str, str]]:
 
 
 def test_a_failure_decided_while_a_dispatcher_waits_is_claimed_as_it_is_queued(
-    make_app: Callable[..., Flask],
-    policy_file: Path,
-    sim: SimulatorServer,
-    control: SimulatorControl,
+    rapp: Flask, control: SimulatorControl, callback_url: str
 ) -> None:
-    policy_file.write_text(POLICY)
-    app = make_app(**runner_settings(sim))
-    with serve(app) as callback_url, background(app, idle=True) as made:
+    with background(rapp, idle=True) as made:
         execution_id = fail_one(control, callback_url)
-        wait_until(decided(app), 30)
+        wait_until(decided(rapp), 30)
         wait_until(lambda: len(made.handed) == 1, 10)
 
-        with transaction(app) as session:
+        with transaction(rapp) as session:
             restart = session.scalars(select(Restart)).one()
             assert (restart.state, restart.lease_owner, restart.attempts) == (
                 "in_flight",
                 made.claimer,
                 1,
             )
-        assert attempts(app) == [(made.claimer, "started")]
+        assert attempts(rapp) == [(made.claimer, "started")]
         (handed,) = made.handed
         assert (handed.execution_id, handed.attempt, handed.worker) == (
             execution_id,
@@ -103,25 +102,20 @@ def test_a_failure_decided_while_a_dispatcher_waits_is_claimed_as_it_is_queued(
 
         assert dispatcher.run_once() == 1
 
-    assert restart_states(app) == [("done", "restarted", 1)]
-    assert attempts(app) == [(made.claimer, "restarted")]
+    assert restart_states(rapp) == [("done", "restarted", 1)]
+    assert attempts(rapp) == [(made.claimer, "restarted")]
     calls = control.calls()["restart"]["by_execution"][execution_id]
     assert calls == {"received": 1, "applied": 1}
 
 
 def test_without_a_waiting_dispatcher_the_restart_waits_for_a_claim(
-    make_app: Callable[..., Flask],
-    policy_file: Path,
-    sim: SimulatorServer,
-    control: SimulatorControl,
+    rapp: Flask, control: SimulatorControl, callback_url: str
 ) -> None:
     """Every dispatcher busy: claiming now would start the lease with no one to use it."""
-    policy_file.write_text(POLICY)
-    app = make_app(**runner_settings(sim))
-    with serve(app) as callback_url, background(app, idle=False) as made:
+    with background(rapp, idle=False) as made:
         fail_one(control, callback_url)
-        wait_until(decided(app), 30)
-        assert restart_states(app) == [("pending", None, 0)]
+        wait_until(decided(rapp), 30)
+        assert restart_states(rapp) == [("pending", None, 0)]
         assert not made.handed
 
 
@@ -139,9 +133,8 @@ def test_a_claim_never_carried_out_is_claimed_again_once_its_lease_ran_out(
             sim, lease_seconds=2.0, runner_connect_timeout=0.5, runner_read_timeout=1.0
         )
     )
-    with serve(app) as callback_url, background(app, idle=True) as made:
-        made.hand = lambda claims: None  # type: ignore[method-assign]  # gone with its process
-        get_runtime(app).attach_background(made.wake, made.stop, made.claim_for, made.hand)
+    gone = background(app, idle=True, hand=lambda claims: None)  # gone with its process
+    with serve(app) as callback_url, gone:
         execution_id = fail_one(control, callback_url)
         wait_until(decided(app), 30)
         assert restart_states(app) == [("in_flight", None, 1)]
