@@ -517,25 +517,14 @@ def _take(
 ) -> tuple[list[Ticket], bool]:
     """What is waiting (up to `limit` deliveries, or one ticket that has more), after up to
     `wait` seconds for the first; and whether the stop marker came."""
-    tickets: list[Ticket] = []
     try:
         first = source.get(timeout=wait)
     except queue.Empty:
-        return tickets, False
+        return [], False
     if first is None:
-        return tickets, True
-    tickets.append(first)
-    size = len(first.deliveries)
-    while size < limit:
-        try:
-            more = source.get_nowait()
-        except queue.Empty:
-            break
-        if more is None:
-            return tickets, True
-        tickets.append(more)
-        size += len(more.deliveries)
-    return tickets, False
+        return [], True
+    tickets = [first]
+    return tickets, _take_more(source, tickets, limit)
 
 
 def _take_more(source: queue.SimpleQueue[Ticket | None], tickets: list[Ticket], limit: int) -> bool:
