@@ -76,7 +76,10 @@ def runner_settings(sim: SimulatorServer, **extra: Any) -> dict[str, Any]:
         "uncertain_retry_seconds": 2.0,
         # Room for a loopback call on a loaded machine (the simulator shares the test's
         # process): a call that times out is retried, and a test counting attempts fails.
-        "lease_seconds": 7.0,
+        # The lease outlasts the call's budget (6 s) by 3 s: a claim whose check with the
+        # Runner took longer than the spare leaves unsent ("lease_expiring"), another
+        # attempt that a test counting them would see (1 s was too little under load).
+        "lease_seconds": 9.0,
         "runner_connect_timeout": 1.0,
         "runner_read_timeout": 5.0,
         "dispatch_interval": 0.05,
