@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import functools
 import os
 import sqlite3
 import threading
@@ -267,12 +268,19 @@ def process_token() -> str:
     return _token[1]
 
 
-def insert_ignoring_conflicts(session: Session, table: Table) -> Insert:
-    """`INSERT ... ON CONFLICT DO NOTHING` on either database: rows whose unique keys exist
-    are skipped, not errors (with RETURNING, only the inserted rows come back)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
+def insert_ignoring_conflicts(session: Session, table: Table, returning: str) -> Insert:
+    """`INSERT ... ON CONFLICT DO NOTHING RETURNING <column>` on either database: rows whose
+    unique keys exist are skipped, not errors, and only the inserted rows come back.
+
+    Built once per database and table (the receiver runs it for every batch, and building a
+    statement, with its cache key, costs about as much as running it on SQLite)."""
+    return _ignoring_conflicts(session.get_bind().dialect.name, table, returning)
+
+
+@functools.cache
+def _ignoring_conflicts(dialect: str, table: Table, returning: str) -> Insert:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing().returning(table.c[returning])
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

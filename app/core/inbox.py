@@ -29,7 +29,7 @@ from app.core.decisions import DecideResult, decide_failed_runs
 from app.core.deliveries import Delivery, document_deliveries, parse_item
 from app.core.insights import record_restart_outcomes
 from app.core.runs import ExecutionState, apply_document, apply_event, document_run
-from app.db import UTCDateTime, insert_ignoring_conflicts, locked
+from app.db import UTCDateTime, insert_ignoring_conflicts
 from app.models import Event, Execution, ExecutionRun
 from app.policy import Policy
 from app.runner.documents import DocumentError, ExecutionDocument, StatusEvent
@@ -88,7 +88,7 @@ def store(session: Session, deliveries: Sequence[Delivery], now: dt.datetime) ->
         ]
         inserted = set(session.scalars(_STORE_ALL, {"rows": json.dumps(batch), "now": now}))
     elif rows:
-        statement = insert_ignoring_conflicts(session, _EVENTS).returning(_EVENTS.c.delivery_key)
+        statement = insert_ignoring_conflicts(session, _EVENTS, "delivery_key")
         inserted = set(session.scalars(statement, rows))
     return Stored([d is not None and d.delivery_key in inserted for d in first])
 
@@ -149,7 +149,7 @@ def store_applied(
         "execution_pk": state.execution.id,
         "run_index": document_run(document),
     }
-    statement = insert_ignoring_conflicts(session, _EVENTS).returning(_EVENTS.c.id)
+    statement = insert_ignoring_conflicts(session, _EVENTS, "id")
     if session.scalar(statement, row) is None:
         return False
     apply_item(session, state, document, now)
@@ -189,28 +189,12 @@ def process(
     ids = sorted(set(execution_ids))
     if not ids:
         return result
-    waiting = (
-        _PENDING,
-        _EVENTS.c.execution_id.in_(ids),
-        _EVENTS.c.attempts < MAX_ATTEMPTS,
-    )
-    found = session.scalars(select(_EVENTS.c.execution_id).where(*waiting).distinct()).all()
-    if not found:
-        return result
     # Lock first, then read what is pending: another process may be applying the same
-    # deliveries (its callbacks, or its sweep) and has cleared them once it lets go.
-    states = load_states(session, sorted(found), now)
-    rows = session.execute(
-        select(
-            _EVENTS.c.id,
-            _EVENTS.c.execution_id,
-            _EVENTS.c.delivery_key,
-            _EVENTS.c.received_at,
-            _EVENTS.c.payload,
-        )
-        .where(*waiting, _EVENTS.c.execution_id.in_(list(states)))
-        .order_by(_EVENTS.c.id)
-    ).all()
+    # deliveries (its callbacks, or its sweep) and has cleared them once it lets go. The
+    # executions asked for have deliveries pending (stored by the caller, or found by the
+    # sweep), so none is created for nothing.
+    states = load_states(session, ids, now)
+    rows = session.execute(_PENDING_ROWS, {"ids": ids}).all()
     if not rows:
         return result
     known = parsed or {}
@@ -249,6 +233,24 @@ def process(
     return result
 
 
+_PENDING_ROWS = (
+    select(
+        _EVENTS.c.id,
+        _EVENTS.c.execution_id,
+        _EVENTS.c.delivery_key,
+        _EVENTS.c.received_at,
+        _EVENTS.c.payload,
+    )
+    .where(
+        _PENDING,
+        _EVENTS.c.execution_id.in_(bindparam("ids", expanding=True)),
+        _EVENTS.c.attempts < MAX_ATTEMPTS,
+    )
+    .order_by(_EVENTS.c.id)
+)
+"""The deliveries of these executions still to apply, in stored order. The statements
+`process` runs for every batch are built once: building one (and its cache key) costs about
+as much as running it on SQLite."""
 _APPLIED = (
     update(_EVENTS)
     .where(_EVENTS.c.id == bindparam("b_id"))
@@ -313,41 +315,56 @@ def load_states(
 ) -> dict[str, ExecutionState]:
     """The executions (created if new) locked in id order, with their runs. Those this
     transaction created have no runs or failures yet: they are not read."""
-    existing = set(
-        session.scalars(
-            select(_EXECUTIONS.c.execution_id).where(_EXECUTIONS.c.execution_id.in_(execution_ids))
-        )
-    )
-    missing = [execution_id for execution_id in execution_ids if execution_id not in existing]
-    created: set[str] = set()
-    if missing:
-        # Another process may create one meanwhile: only the rows inserted here come back.
-        created = set(
-            session.scalars(
-                insert_ignoring_conflicts(session, _EXECUTIONS).returning(
-                    _EXECUTIONS.c.execution_id
-                ),
-                [_new_execution(execution_id, now) for execution_id in missing],
+    ids = sorted(set(execution_ids))
+    if session.get_bind().dialect.name == "postgresql":
+        # Create the missing ones before locking any: a process that waits for another's
+        # insert then holds no row lock the other waits for (each locks in id order after).
+        existing = set(session.scalars(_EXISTING, {"ids": ids}))
+        created = _create(session, [i for i in ids if i not in existing], now)
+        executions = list(session.scalars(_LOAD_LOCKED, {"ids": ids}))
+    else:
+        # One writer, whose transaction holds the write lock: most batches name executions
+        # that exist already, and read them with one statement.
+        executions = list(session.scalars(_LOAD, {"ids": ids}))
+        missing = sorted(set(ids) - {e.execution_id for e in executions})
+        created = _create(session, missing, now)
+        if missing:
+            executions = sorted(
+                [*executions, *session.scalars(_LOAD, {"ids": missing})],
+                key=lambda e: e.execution_id,
             )
-        )
-    query = (
-        select(Execution)
-        .where(Execution.execution_id.in_(execution_ids))
-        .order_by(Execution.execution_id)
-        .execution_options(populate_existing=True)
-    )
-    executions = list(session.scalars(locked(session, query)))
     runs: dict[int, list[ExecutionRun]] = {e.id: [] for e in executions}
     known = [e.id for e in executions if e.execution_id not in created]
     if known:
-        for run in session.scalars(
-            select(ExecutionRun).where(ExecutionRun.execution_pk.in_(known))
-        ):
+        for run in session.scalars(_RUNS, {"pks": known}):
             runs[run.execution_pk].append(run)
     return {
         e.execution_id: ExecutionState(e, runs[e.id], new=e.execution_id in created)
         for e in executions
     }
+
+
+def _create(session: Session, missing: list[str], now: dt.datetime) -> set[str]:
+    """Insert these executions; those inserted here (another process may create one
+    meanwhile: it is skipped, not an error)."""
+    if not missing:
+        return set()
+    statement = insert_ignoring_conflicts(session, _EXECUTIONS, "execution_id")
+    return set(session.scalars(statement, [_new_execution(i, now) for i in missing]))
+
+
+_EXISTING = select(_EXECUTIONS.c.execution_id).where(
+    _EXECUTIONS.c.execution_id.in_(bindparam("ids", expanding=True))
+)
+_LOAD = (
+    select(Execution)
+    .where(Execution.execution_id.in_(bindparam("ids", expanding=True)))
+    .order_by(Execution.execution_id)
+    .execution_options(populate_existing=True)
+)
+_LOAD_LOCKED = _LOAD.with_for_update()
+"""`_LOAD` on PostgreSQL: the rows locked, in id order (as `app.db.locked` would)."""
+_RUNS = select(ExecutionRun).where(ExecutionRun.execution_pk.in_(bindparam("pks", expanding=True)))
 
 
 def _new_execution(execution_id: str, now: dt.datetime) -> dict[str, Any]:
