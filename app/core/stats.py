@@ -9,11 +9,12 @@ what the policy saw.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -61,7 +62,9 @@ def as_utc(value: Any) -> dt.datetime:
 # --- budgets --------------------------------------------------------------------------------
 
 
-def counted_restarts(since: dt.datetime) -> tuple[ColumnElement[bool], ...]:
+def counted_restarts(
+    since: dt.datetime | ColumnElement[Any],
+) -> tuple[ColumnElement[bool], ...]:
     """What a budget counts: restarts queued or sent since `since` that count against it
     (manual restarts only with `limits.count_manual`; cancelled ones never)."""
     return (
@@ -72,10 +75,12 @@ def counted_restarts(since: dt.datetime) -> tuple[ColumnElement[bool], ...]:
 
 
 def budget_query(
-    since: dt.datetime, job_id: str | None = None, account: str | None = None
+    since: dt.datetime | ColumnElement[Any],
+    job_id: str | ColumnElement[Any] | None = None,
+    account: str | ColumnElement[Any] | None = None,
 ) -> Select[Any]:
     """The count of restarts against a budget since `since`, for one job, one account or
-    all."""
+    all (values, or bound parameters of a statement built once)."""
     query = select(func.count()).select_from(Restart).where(*counted_restarts(since))
     if job_id is not None or account is not None:
         query = query.join(Execution, Execution.id == Restart.execution_pk)
@@ -98,9 +103,10 @@ def budget_usage(
 ) -> BudgetUsage:
     """How much of each budget the execution's job, account and the fleet have used (a
     decision reads the same counts along with its other inputs: `budget_queries`)."""
+    values = budget_parameters(policy, execution, now)
     return budget_usage_of(
-        None if query is None else session.scalar(query)
-        for query in budget_queries(policy, execution, now)
+        None if query is None else session.scalar(query, values)
+        for query in budget_queries(budget_scopes(policy))
     )
 
 
@@ -110,21 +116,46 @@ def budget_usage_of(counts: Iterable[int | None]) -> BudgetUsage:
     return BudgetUsage(per_job=per_job, per_account=per_account, global_=fleet)
 
 
-def budget_queries(
-    policy: Policy, execution: Execution, now: dt.datetime
-) -> tuple[Select[Any] | None, ...]:
-    """The counts of the execution's job, account and fleet budgets (None where the policy
-    sets no limit), in `BudgetUsage` order, to be read in one statement with others."""
+BudgetScopes = tuple[bool, bool, bool]
+"""Whether the policy limits restarts per job, per account and fleet-wide."""
+
+
+def budget_scopes(policy: Policy) -> BudgetScopes:
     limits = policy.limits
+    return (limits.per_job is not None, limits.per_account is not None, limits.global_ is not None)
+
+
+@functools.cache
+def budget_queries(scopes: BudgetScopes) -> tuple[Select[Any] | None, ...]:
+    """The counts of an execution's job, account and fleet budgets (None where the policy
+    sets no limit), in `BudgetUsage` order, their inputs bound by `budget_parameters`: built
+    once, to be read alone or in one statement with others (a decision)."""
+    per_job, per_account, fleet = scopes
     return (
-        budget_query(now - limits.per_job.window, job_id=execution.job_id)
-        if limits.per_job
+        budget_query(bindparam("budget_job_since"), job_id=bindparam("budget_job"))
+        if per_job
         else None,
-        budget_query(now - limits.per_account.window, account=execution.account_alias)
-        if limits.per_account
+        budget_query(bindparam("budget_account_since"), account=bindparam("budget_account"))
+        if per_account
         else None,
-        budget_query(now - limits.global_.window) if limits.global_ else None,
+        budget_query(bindparam("budget_global_since")) if fleet else None,
     )
+
+
+def budget_parameters(policy: Policy, execution: Execution, now: dt.datetime) -> dict[str, Any]:
+    """The values `budget_queries` reads for this execution's budgets."""
+    limits = policy.limits
+    values: dict[str, Any] = {}
+    if limits.per_job is not None:
+        values |= {"budget_job_since": now - limits.per_job.window, "budget_job": execution.job_id}
+    if limits.per_account is not None:
+        values |= {
+            "budget_account_since": now - limits.per_account.window,
+            "budget_account": execution.account_alias,
+        }
+    if limits.global_ is not None:
+        values["budget_global_since"] = now - limits.global_.window
+    return values
 
 
 @dataclass(frozen=True)
@@ -375,16 +406,20 @@ def pause_of(session: Session, job_id: str | None) -> Pause | None:
 
 def pause_reason(session: Session, job_id: str) -> str | None:
     """Why automatic restarts of the job are paused, or None when they are not."""
-    return pause_message(*(session.scalar(query) for query in pause_queries(job_id)))
+    values = pause_parameters(job_id)
+    return pause_message(*(session.scalar(query, values) for query in PAUSE_QUERIES))
 
 
-def pause_queries(job_id: str) -> tuple[Select[Any], Select[Any]]:
-    """Who paused every job, and who paused this one (no row: not paused), for
-    `pause_message`; a decision reads them along with its other inputs."""
-    return (
-        select(Pause.paused_by).where(Pause.job_id == ""),
-        select(Pause.paused_by).where(Pause.job_id == (job_id or None)),
-    )
+PAUSE_QUERIES = (
+    select(Pause.paused_by).where(Pause.job_id == ""),
+    select(Pause.paused_by).where(Pause.job_id == bindparam("pause_job")),
+)
+"""Who paused every job, and who paused one (no row: not paused), for `pause_message`, the
+job bound by `pause_parameters`; a decision reads them along with its other inputs."""
+
+
+def pause_parameters(job_id: str) -> dict[str, Any]:
+    return {"pause_job": job_id or None}  # no job id: no pause of its own
 
 
 def pause_message(global_by: str | None, job_by: str | None) -> str | None:
