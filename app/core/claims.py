@@ -58,8 +58,9 @@ def claimed_when_queued(session: Session) -> list[ClaimedRestart]:
 def claim_queued(
     session: Session, restart: Restart, execution: Execution, now: dt.datetime
 ) -> bool:
-    """Claim a restart just queued, due now, if the transaction was asked to; flush. False
-    when it was not: the restart waits in `pending` for a dispatcher's claim."""
+    """Claim a restart just queued (added, not flushed yet: it is inserted claimed), due now,
+    if the transaction was asked to; flush. False when it was not (nothing flushed): the
+    restart waits in `pending` for a dispatcher's claim."""
     wanted = session.info.get(_CLAIM_FOR)
     if wanted is None or wanted[0] is not session.get_transaction():
         return False
@@ -69,6 +70,7 @@ def claim_queued(
     restart.lease_owner = worker
     restart.lease_expires_at = lease_until
     restart.attempts = 1
+    session.flush()
     claim = start_attempt(session, restart, execution, worker, lease_until, now)
     session.info[_CLAIMED].append(replace(claim, worker=worker))
     return True

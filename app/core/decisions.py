@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, func, literal, select
+from sqlalchemy import Insert, Select, Table, bindparam, exists, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app import metrics
@@ -245,20 +246,29 @@ def decision_input(
 
 
 def remember_signature(session: Session, signature: Signature, now: dt.datetime) -> None:
-    """Keep the signature's normalised text, for the pages that list open signatures."""
-    row = session.get(FailureSignature, signature.key)
-    if row is None:
-        session.add(
-            FailureSignature(
-                key=signature.key,
-                failure_class=signature.failure_class,
-                text=signature.text,
-                first_seen_at=now,
-                last_seen_at=now,
-            )
-        )
-    elif row.last_seen_at < now:
-        row.last_seen_at = now
+    """Keep the signature's normalised text, for the pages that list open signatures: one
+    statement, that inserts it or moves its `last_seen_at` forward."""
+    session.execute(
+        _remember_signature(session.get_bind().dialect.name),
+        {
+            "key": signature.key,
+            "failure_class": signature.failure_class,
+            "text": signature.text,
+            "first_seen_at": now,
+            "last_seen_at": now,
+        },
+    )
+
+
+@functools.cache
+def _remember_signature(dialect: str) -> Insert:
+    table: Table = FailureSignature.__table__  # type: ignore[assignment]  # a model's Table
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.key],
+        set_={"last_seen_at": statement.excluded.last_seen_at},
+        where=table.c.last_seen_at < statement.excluded.last_seen_at,
+    )
 
 
 @dataclass(frozen=True)
@@ -354,9 +364,11 @@ def _queue_restart(
         updated_at=now,
     )
     session.add(restart)
-    session.flush()
-    if due_at <= now and not (claim and claim_queued(session, restart, execution, now)):
-        announce_restart(session)
+    due = due_at <= now
+    if not (due and claim and claim_queued(session, restart, execution, now)):
+        session.flush()
+        if due:
+            announce_restart(session)
     return restart
 
 

@@ -20,7 +20,21 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Table, Text, bindparam, func, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Insert,
+    Integer,
+    Table,
+    Text,
+    bindparam,
+    exists,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -319,8 +333,7 @@ def load_states(
     if session.get_bind().dialect.name == "postgresql":
         # Create the missing ones before locking any: a process that waits for another's
         # insert then holds no row lock the other waits for (each locks in id order after).
-        existing = set(session.scalars(_EXISTING, {"ids": ids}))
-        created = _create(session, [i for i in ids if i not in existing], now)
+        created = set(session.scalars(_CREATE_MISSING, {"ids": ids, "now": now}))
         executions = list(session.scalars(_LOAD_LOCKED, {"ids": ids}))
     else:
         # One writer, whose transaction holds the write lock: most batches name executions
@@ -353,9 +366,6 @@ def _create(session: Session, missing: list[str], now: dt.datetime) -> set[str]:
     return set(session.scalars(statement, [_new_execution(i, now) for i in missing]))
 
 
-_EXISTING = select(_EXECUTIONS.c.execution_id).where(
-    _EXECUTIONS.c.execution_id.in_(bindparam("ids", expanding=True))
-)
 _LOAD = (
     select(Execution)
     .where(Execution.execution_id.in_(bindparam("ids", expanding=True)))
@@ -381,6 +391,32 @@ def _new_execution(execution_id: str, now: dt.datetime) -> dict[str, Any]:
         "last_seen_at": now,
         "restart_count": 0,
     }
+
+
+def _create_missing() -> Insert:
+    """PostgreSQL: create the executions not there yet, as `_new_execution` would, in one
+    statement (built once); only those inserted here come back."""
+    named = func.unnest(bindparam("ids", type_=ARRAY(Text))).table_valued("id").render_derived()
+    now = bindparam("now", type_=UTCDateTime)
+    values: dict[str, Any] = {
+        name: literal(value, type_=_EXECUTIONS.c[name].type)
+        for name, value in _new_execution("", dt.datetime.min).items()
+    }
+    values |= {"execution_id": named.c.id, "first_seen_at": now, "last_seen_at": now}
+    return (
+        postgresql.insert(_EXECUTIONS)
+        .from_select(
+            list(values),
+            select(*values.values()).where(
+                ~exists().where(_EXECUTIONS.c.execution_id == named.c.id)
+            ),
+        )
+        .on_conflict_do_nothing()
+        .returning(_EXECUTIONS.c.execution_id)
+    )
+
+
+_CREATE_MISSING = _create_missing()
 
 
 def pending_executions(session: Session, limit: int, before: dt.datetime) -> list[str]:
