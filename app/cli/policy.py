@@ -19,7 +19,7 @@ from app.cli.common import positive_duration, runtime_from_env
 from app.cli.insights import suggest_command
 from app.core import backtest
 from app.core.backtest import BacktestReport, Tally, Verdict
-from app.core.decisions import decision_input
+from app.core.decision_inputs import decision_input
 from app.core.errors import NotFound
 from app.core.policy_source import load_policy_file
 from app.core.queries import get_execution, stored_decisions

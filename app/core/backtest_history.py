@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from app.core.decisions import policy_host_failure
+from app.core.decision_inputs import policy_host_failure
 from app.core.stats import job_descriptions
 from app.models import Decision, Execution, ExecutionRun, HostFailure, Restart, RestartState
 from app.policy import HostFailure as PolicyHostFailure

@@ -12,57 +12,42 @@ import datetime as dt
 import functools
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from sqlalchemy import Insert, Select, Table, bindparam, exists, func, literal, select
+from sqlalchemy import Insert, Table, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app import metrics
 from app.core.claims import claim_queued
+from app.core.decision_inputs import (
+    BIG_RUN_HOSTS,
+    decision_input,
+    refreshed_input,
+)
 from app.core.errors import Conflict, Invalid
 from app.core.insights import record_failure
 from app.core.lifecycle import transition
 from app.core.notifications import Notice, notify
-from app.core.stats import (
-    PAUSE_QUERIES,
-    BudgetScopes,
-    budget_parameters,
-    budget_queries,
-    budget_scopes,
-    budget_usage_of,
-    host_failure_times,
-    pause_message,
-    pause_parameters,
-    restart_outcomes,
-    signature_sightings,
-)
 from app.db import announce_restart, lock_decisions
 from app.models import (
     ACTIVE_RESTART_STATES,
     Decision,
     Execution,
-    ExecutionRun,
     FailureSignature,
-    HostFailure,
     Job,
     Restart,
     RestartState,
 )
+from app.policy import Decision as PolicyDecision
 from app.policy import (
-    BudgetUsage,
     DecisionInput,
     Policy,
     ReasonCode,
-    Sighting,
     Signature,
     decide_restart,
-    failure_signature,
 )
-from app.policy import Decision as PolicyDecision
-from app.policy import HostFailure as PolicyHostFailure
 from app.runner.documents import FAILED_STATUSES
 
 log = logging.getLogger(__name__)
@@ -79,170 +64,6 @@ def log_context(execution: Execution) -> dict[str, str]:
 
 def auto_decision_key(execution: Execution) -> str:
     return f"auto:{execution.id}:{execution.run_index}"
-
-
-def _failed_hosts(session: Session, execution: Execution) -> tuple[PolicyHostFailure, ...]:
-    # Columns, not objects: a run may name thousands of hosts.
-    rows = session.execute(
-        select(
-            HostFailure.host,
-            HostFailure.failure_class,
-            HostFailure.message,
-            HostFailure.stderr_tail,
-            HostFailure.changed,
-        )
-        .where(
-            HostFailure.execution_pk == execution.id,
-            HostFailure.run_index == execution.run_index,
-        )
-        .order_by(HostFailure.host)
-    )
-    return tuple(
-        policy_host_failure(row.host, row.failure_class, row.message, row.stderr_tail, row.changed)
-        for row in rows
-    )
-
-
-def policy_host_failure(
-    host: str,
-    failure_class: str,
-    message: str | None,
-    stderr_tail: str | None,
-    changed: int | None,
-) -> PolicyHostFailure:
-    """A stored host failure as the policy sees it."""
-    # A message rule must see the real error text, which Ansible often puts in stderr.
-    text = "\n".join(part for part in (message, stderr_tail) if part)
-    return PolicyHostFailure(host, failure_class, text, changed)
-
-
-@dataclass(frozen=True)
-class _Context:
-    """The engine's single-valued inputs about an execution, read in one statement."""
-
-    job_description: str | None
-    prior_restarts: int
-    run_host_count: int | None
-    paused: str | None
-    usage: BudgetUsage
-
-
-def _context(
-    session: Session,
-    policy: Policy,
-    execution: Execution,
-    now: dt.datetime,
-    leaving_out: int | None,
-) -> _Context:
-    """Its job's description, its earlier automatic restarts, its run's host count, the
-    pauses that apply and the budgets used: one round trip (one each, seven with the
-    project's policy, were a third of a decision's time on PostgreSQL), of a statement built
-    once per set of budgets (building it took longer than running it)."""
-    values = {
-        "pk": execution.id,
-        "job": execution.job_id or None,
-        "run_index": execution.run_index,
-        "leaving_out": leaving_out,
-        **pause_parameters(execution.job_id),
-        **budget_parameters(policy, execution, now),
-    }
-    query = _context_query(budget_scopes(policy), leaving_out is not None)
-    row = session.execute(query, values).one()
-    description, prior_restarts, host_count, global_by, job_by, *budgets = row
-    return _Context(
-        description,
-        prior_restarts or 0,
-        host_count,
-        pause_message(global_by, job_by),
-        budget_usage_of(budgets),
-    )
-
-
-@functools.cache
-def _context_query(scopes: BudgetScopes, leaving_out: bool) -> Select[Any]:
-    prior = (
-        select(func.count())
-        .select_from(Restart)
-        .where(
-            Restart.execution_pk == bindparam("pk"),
-            Restart.manual.is_(False),
-            Restart.state != RestartState.CANCELLED,
-        )
-    )
-    if leaving_out:
-        prior = prior.where(Restart.id != bindparam("leaving_out"))
-    return select(
-        select(Job.description).where(Job.job_id == bindparam("job")).scalar_subquery(),
-        prior.scalar_subquery(),
-        select(ExecutionRun.host_count)
-        .where(
-            ExecutionRun.execution_pk == bindparam("pk"),
-            ExecutionRun.run_index == bindparam("run_index"),
-        )
-        .scalar_subquery(),
-        *(query.scalar_subquery() for query in PAUSE_QUERIES),
-        *(
-            literal(0) if query is None else query.scalar_subquery()
-            for query in budget_queries(scopes)
-        ),
-    )
-
-
-def _sightings(
-    session: Session,
-    policy: Policy,
-    signature: Signature | None,
-    execution: Execution,
-    now: dt.datetime,
-    releasing: bool,
-) -> tuple[Sighting, ...]:
-    """The signature breaker's input: earlier failures with this signature, and this one
-    (not when a held restart is being released: its failure was counted when it was held)."""
-    breaker = policy.signature_breaker
-    if breaker is None or signature is None or releasing:
-        return ()
-    earlier = signature_sightings(session, breaker, signature.key, now)
-    return (*earlier, Sighting(now, execution.execution_id, execution.job_id))
-
-
-def decision_input(
-    session: Session,
-    policy: Policy,
-    execution: Execution,
-    now: dt.datetime,
-    releasing: Restart | None = None,
-) -> DecisionInput:
-    """Everything the engine needs to decide on the execution's current (failed) run.
-
-    With `releasing`, the input for a held restart being let go: the restart itself is not
-    an earlier one, and its signature is not sighted again.
-    """
-    hosts = _failed_hosts(session, execution)
-    context = _context(
-        session, policy, execution, now, releasing.id if releasing is not None else None
-    )
-    signature = failure_signature(hosts)
-    held = releasing is not None
-    return DecisionInput(
-        execution_id=execution.execution_id,
-        account=execution.account_alias,
-        job_id=execution.job_id,
-        job_description=context.job_description,
-        status=execution.status,
-        run_index=execution.run_index,
-        run_count=execution.run_count,
-        first_failure_at=execution.first_failure_at or now,
-        now=now,
-        failed_hosts=hosts,
-        prior_restarts=context.prior_restarts,
-        usage=context.usage,
-        host_failure_times=host_failure_times(session, policy, [h.host for h in hosts], now),
-        restart_outcomes=restart_outcomes(session, policy, now),
-        paused=context.paused,
-        run_host_count=context.run_host_count,
-        signature=signature,
-        signature_sightings=_sightings(session, policy, signature, execution, now, held),
-    )
 
 
 def remember_signature(session: Session, signature: Signature, now: dt.datetime) -> None:
@@ -448,10 +269,22 @@ class DecideResult:
     queued: int = 0
     deferred: int = 0
     held: int = 0
+    big: list[str] = field(default_factory=list)
+    """Executions whose failed run was left to be decided in two steps (`leave_big`)."""
 
 
 def _uses_job_globs(policy: Policy) -> bool:
     return any(rule.when.job for rule in policy.rules)
+
+
+def waits_for_job(
+    session: Session, policy: Policy, execution: Execution, defer_unknown_jobs: bool
+) -> bool:
+    """Whether `decide_failed_runs` would leave the execution's failure for its job's record
+    (`defer_unknown_jobs`)."""
+    if not (defer_unknown_jobs and execution.job_id and _uses_job_globs(policy)):
+        return False
+    return session.scalar(select(Job.job_id).where(Job.job_id == execution.job_id)) is None
 
 
 def decide_failed_runs(
@@ -460,12 +293,19 @@ def decide_failed_runs(
     now: dt.datetime,
     policy: Policy,
     defer_unknown_jobs: bool = False,
+    *,
+    leave_big: bool = False,
+    prepared: Mapping[str, DecisionInput] | None = None,
 ) -> DecideResult:
     """Decide each failed run that has no decision yet.
 
     With `defer_unknown_jobs`, a failure of a job whose record respawn has not fetched yet is
     left undecided when the policy matches jobs by glob (the glob may be meant for the job's
     description); the background fetches the job and then decides (`decide_undecided`).
+
+    With `leave_big`, a run naming more than `BIG_RUN_HOSTS` failed hosts is left undecided
+    and named in the result, for `app.core.big_runs` to decide in two steps. `prepared`: the
+    inputs that module read beforehand, by execution id (their single values are read again).
     """
     result = DecideResult()
     failed = [e for e in executions if e.status in FAILED_STATUSES]
@@ -481,15 +321,25 @@ def decide_failed_runs(
         known_jobs = set(session.scalars(select(Job.job_id).where(Job.job_id.in_(job_ids))))
     else:
         defer_unknown_jobs = False
-    if set(keys) - decided:
-        lock_decisions(session)
+    todo: list[tuple[str, Execution]] = []
     for key, execution in keys.items():
         if key in decided:
             continue
         if defer_unknown_jobs and execution.job_id and execution.job_id not in known_jobs:
             result.deferred += 1
-            continue
-        decision = decide_restart(policy, decision_input(session, policy, execution, now))
+        elif leave_big and len(execution.failed_hosts or ()) > BIG_RUN_HOSTS:
+            result.big.append(execution.execution_id)
+        else:
+            todo.append((key, execution))
+    if todo:
+        lock_decisions(session)
+    for key, execution in todo:
+        earlier = (prepared or {}).get(execution.execution_id)
+        if earlier is None:
+            inputs = decision_input(session, policy, execution, now)
+        else:
+            inputs = refreshed_input(session, policy, execution, earlier)
+        decision = decide_restart(policy, inputs)
         stored = store_decision(session, execution, decision, key, now)
         tell_gave_up(session, policy, execution, decision, stored.decision, now)
         result.queued += stored.restart is not None and decision.restart

@@ -192,12 +192,15 @@ def process(
     *,
     defer_unknown_jobs: bool,
     parsed: Mapping[str, ExecutionDocument | StatusEvent] | None = None,
+    leave_big: bool = False,
 ) -> Processed:
     """Apply the pending deliveries of these executions in stored order, and decide (unless
     `policy` is None: documents respawn fetched itself are recorded, not decided).
 
     `parsed` maps delivery keys to items already parsed (the request that stored them);
-    others are read back from their stored payload. Flushes, never commits.
+    others are read back from their stored payload. `leave_big`: runs naming thousands of
+    failed hosts are left undecided, named in the result (`app.core.big_runs`). Flushes,
+    never commits.
     """
     result = Processed()
     ids = sorted(set(execution_ids))
@@ -243,6 +246,7 @@ def process(
             now,
             policy,
             defer_unknown_jobs=defer_unknown_jobs,
+            leave_big=leave_big,
         )
     return result
 

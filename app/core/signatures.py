@@ -20,7 +20,8 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from app import metrics
-from app.core.decisions import decision_input, store_decision, tell_gave_up
+from app.core.decision_inputs import decision_input
+from app.core.decisions import store_decision, tell_gave_up
 from app.core.errors import NotFound
 from app.core.lifecycle import transition
 from app.core.operator import record_audit

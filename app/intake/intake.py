@@ -29,14 +29,16 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import metrics
+from app.core.big_runs import undecided_big_runs
 from app.core.claims import ClaimedRestart, claim_when_queued, claimed_when_queued
+from app.core.decisions import DecideResult
 from app.core.deliveries import Delivery
 from app.core.inbox import (
     Processed,
@@ -48,6 +50,8 @@ from app.core.inbox import (
 )
 from app.core.notifications import Notice, notify
 from app.db import transaction, utcnow
+from app.intake.big_runs import BigRuns
+from app.intake.counting import count_received
 from app.intake.spool import Spool, Spooled
 from app.policy import Policy
 from app.runner.documents import ExecutionDocument, StatusEvent
@@ -108,53 +112,6 @@ class Answer:
     spooled: bool
 
 
-# Ansible's callback events (and the Runner's own `playbook_result`): a metric label per known
-# type, the rest counted as "other", so a sender cannot grow the label set.
-KNOWN_EVENT_TYPES = frozenset(
-    {
-        "playbook_on_start",
-        "playbook_on_play_start",
-        "playbook_on_task_start",
-        "playbook_on_handler_task_start",
-        "playbook_on_include",
-        "playbook_on_no_hosts_matched",
-        "playbook_on_no_hosts_remaining",
-        "playbook_on_stats",
-        "playbook_result",
-        "runner_on_start",
-        "runner_on_ok",
-        "runner_on_failed",
-        "runner_on_skipped",
-        "runner_on_unreachable",
-        "runner_on_async_poll",
-        "runner_on_async_ok",
-        "runner_on_async_failed",
-        "runner_item_on_ok",
-        "runner_item_on_failed",
-        "runner_item_on_skipped",
-        "runner_retry",
-    }
-)
-
-
-def event_label(delivery: Delivery) -> str:
-    item = delivery.item
-    if isinstance(item, ExecutionDocument):
-        return "document"
-    return item.event_type if item.event_type in KNOWN_EVENT_TYPES else "other"
-
-
-def _count_received(
-    deliveries: Sequence[Delivery], stored: Sequence[bool], spooled: Sequence[bool] = ()
-) -> None:
-    for n, delivery in enumerate(deliveries):
-        if spooled:
-            outcome = "spooled" if spooled[n] else "duplicate"
-        else:
-            outcome = "stored" if stored[n] else "duplicate"
-        metrics.EVENTS_RECEIVED.labels(event_type=event_label(delivery), outcome=outcome).inc()
-
-
 class Intake:
     """The writer and processor threads of one process; started on first use."""
 
@@ -193,6 +150,7 @@ class Intake:
         self._next_replay = 0.0
         self._apply_on_store = single_writer
         self._batch = SINGLE_WRITER_BATCH if single_writer else MAX_BATCH
+        self.big_runs = BigRuns(sessions, policy, defer_unknown_jobs, claim_for, self._decided)
 
     # --- the callback's side ----------------------------------------------------------------
 
@@ -232,6 +190,7 @@ class Intake:
         self._incoming.put(None)
         for thread in self._threads:
             thread.join(timeout)
+        self.big_runs.close(timeout)
         self.spool.close()
 
     # --- the writer -------------------------------------------------------------------------
@@ -286,7 +245,7 @@ class Intake:
             return stop
         metrics.EVENTS_STORED.inc(stored.accepted)
         metrics.EVENT_DUPLICATES.inc(stored.duplicates)
-        _count_received(deliveries, stored.new)
+        count_received(deliveries, stored.new)
         for ticket in tickets:
             ticket.durable.set()
         if result is None:
@@ -305,7 +264,7 @@ class Intake:
             return
         _share(tickets, new)
         metrics.EVENTS_SPOOLED.inc(sum(new))
-        _count_received(deliveries, [False] * len(deliveries), spooled=new)
+        count_received(deliveries, [False] * len(deliveries), spooled=new)
         metrics.SPOOL_DEPTH.set(self.spool.records)
         for ticket in tickets:
             ticket.spooled = True
@@ -430,25 +389,34 @@ class Intake:
             self.policy(),
             defer_unknown_jobs=self.defer_unknown_jobs,
             parsed=parsed,
+            leave_big=True,
         )
         result.claimed = claimed_when_queued(session)
         return result
 
     def _processed(self, tickets: list[Ticket], result: Processed) -> None:
-        done = time.monotonic()
-        for ticket in tickets:
-            ticket.processed.set()
-            metrics.PROCESSING_LAG.observe(done - ticket.arrived)
+        """Applied and decided: but a big run is decided next, by its own thread, and the
+        tickets that touched one are processed once it is."""
+        big = set(result.decided.big)
+        later = [t for t in tickets if any(d.execution_id in big for d in t.fresh())]
+        _done([t for t in tickets if t not in later])
         self._applied(result)
+        if later:
+            self.big_runs.then(lambda: _done(later))
 
     def _applied(self, result: Processed) -> None:
-        """After the commit: hand on the restarts claimed as they were queued, wake the
-        background for the rest."""
         metrics.EVENTS_APPLIED.inc(result.applied)
-        if result.claimed:
-            self.hand(result.claimed)
-        if result.decided.queued > len(result.claimed) or result.decided.deferred:
-            self.on_queued(result.decided.deferred > 0)
+        self._decided(result.decided, result.claimed)
+
+    def _decided(self, decided: DecideResult, claimed: list[ClaimedRestart]) -> None:
+        """After the commit: hand on the restarts claimed as they were queued, wake the
+        background for the rest, pass big failed runs on to be decided."""
+        if claimed:
+            self.hand(claimed)
+        if decided.queued > len(claimed) or decided.deferred:
+            self.on_queued(decided.deferred > 0)
+        if decided.big:
+            self.big_runs.submit(decided.big)
 
     def _apply(self, execution_ids: set[str]) -> None:
         """Apply what is pending for these executions (read back from the database)."""
@@ -478,6 +446,7 @@ class Intake:
             result.claimed += one.claimed
             result.decided.queued += one.decided.queued
             result.decided.deferred += one.decided.deferred
+            result.decided.big += one.decided.big
         return result
 
     def _process_in_one(
@@ -501,7 +470,9 @@ class Intake:
             if self.replay_orphans():
                 log.info("stored the spool files of a process that is gone")
             with transaction(self.sessions) as session:
-                leftovers = pending_executions(session, 100, utcnow() - LEFTOVER_AGE)
+                before = utcnow() - LEFTOVER_AGE
+                leftovers = pending_executions(session, 100, before)
+                self.big_runs.submit(undecided_big_runs(session, before))
         except SQLAlchemyError:
             return  # the database is still away; the spool keeps what arrives
         except Exception:
@@ -563,6 +534,13 @@ def _share(tickets: list[Ticket], new: list[bool]) -> None:
         end = start + len(ticket.deliveries)
         ticket.new = new[start:end]
         start = end
+
+
+def _done(tickets: list[Ticket]) -> None:
+    done = time.monotonic()
+    for ticket in tickets:
+        ticket.processed.set()
+        metrics.PROCESSING_LAG.observe(done - ticket.arrived)
 
 
 def _fail(tickets: list[Ticket]) -> None:

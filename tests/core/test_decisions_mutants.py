@@ -15,9 +15,9 @@ from prometheus_client import REGISTRY
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core.decision_inputs import decision_input
 from app.core.decisions import (
     decide_failed_runs,
-    decision_input,
     queue_manual_restart,
     undecided_failures,
 )

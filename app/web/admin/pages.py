@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.core.decisions import decision_input
+from app.core.decision_inputs import decision_input
 from app.core.errors import NotFound
 from app.core.notifications import active_mutes, notification_counts, recent_notifications
 from app.core.policy_source import LoadedPolicy, PolicyLoadError
