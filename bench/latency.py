@@ -161,7 +161,7 @@ def _measure(
 
 def run(ctx: Context) -> None:
     failures = ctx.size(1000, 150)
-    paced = ctx.size(300, 60)
+    paced = ctx.size(1000, 60)
     rows = []
     for kind in ctx.databases.kinds:
         for mode, count in (("back to back", failures), ("one at a time", paced)):
