@@ -215,12 +215,17 @@ def process(
     if not rows:
         return result
     known = parsed or {}
+    # Payloads are read back only for what the caller did not parse (a sweep, a retry).
+    unparsed = [row.id for row in rows if row.delivery_key not in known]
+    payloads = (
+        dict(session.execute(_PAYLOADS, {"ids": unparsed}).tuples().all()) if unparsed else {}
+    )
     done: list[dict[str, Any]] = []
     for row in rows:
         item = known.get(row.delivery_key)
         if item is None:
             try:
-                item = parse_item(row.payload)
+                item = parse_item(payloads[row.id])
             except DocumentError:
                 # Stored after validation, so only a changed parser gets here: keep it aside.
                 log.error("inbox: stored delivery %s can no longer be read", row.id)
@@ -257,7 +262,6 @@ _PENDING_ROWS = (
         _EVENTS.c.execution_id,
         _EVENTS.c.delivery_key,
         _EVENTS.c.received_at,
-        _EVENTS.c.payload,
     )
     .where(
         _PENDING,
@@ -269,6 +273,10 @@ _PENDING_ROWS = (
 """The deliveries of these executions still to apply, in stored order. The statements
 `process` runs for every batch are built once: building one (and its cache key) costs about
 as much as running it on SQLite."""
+_PAYLOADS = select(_EVENTS.c.id, _EVENTS.c.payload).where(
+    _EVENTS.c.id.in_(bindparam("ids", expanding=True))
+)
+"""The stored payloads of deliveries to apply that nobody parsed in this process."""
 _APPLIED = (
     update(_EVENTS)
     .where(_EVENTS.c.id == bindparam("b_id"))
