@@ -217,9 +217,9 @@ def process(
     known = parsed or {}
     # Payloads are read back only for what the caller did not parse (a sweep, a retry).
     unparsed = [row.id for row in rows if row.delivery_key not in known]
-    payloads = (
-        dict(session.execute(_PAYLOADS, {"ids": unparsed}).tuples().all()) if unparsed else {}
-    )
+    payloads: dict[int, Any] = {}
+    if unparsed:
+        payloads = {i: payload for i, payload in session.execute(_PAYLOADS, {"ids": unparsed})}
     done: list[dict[str, Any]] = []
     for row in rows:
         item = known.get(row.delivery_key)
