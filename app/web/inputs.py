@@ -30,9 +30,16 @@ def loads_strict(raw: bytes | str) -> Any:
     return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite)
 
 
-def check_storable(body: Any) -> None:
+def check_storable(body: Any, raw: bytes | None = None) -> None:
     """Refuse text no database can store: NUL characters and lone surrogates (\\ud800),
-    anywhere in a parsed JSON body (ValueError)."""
+    anywhere in a parsed JSON body (ValueError).
+
+    With the UTF-8 `raw` text the body was parsed from, most bodies are cleared without a
+    walk: JSON spells a NUL or a surrogate only as a `\\u` escape, or (a surrogate, which the
+    parser lets through) as bytes starting 0xED; text with neither holds none. (Text in
+    UTF-16 or UTF-32, which the parser also reads, has NUL bytes: it is walked.)"""
+    if raw is not None and not any(mark in raw for mark in (b"\\u", b"\xed", b"\x00")):
+        return
     stack = [body]
     while stack:
         value = stack.pop()

@@ -9,6 +9,7 @@ import json
 import logging
 from typing import Any
 
+import flask
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -241,3 +242,12 @@ def test_control_and_bidi_characters_in_host_names_are_shown_escaped(
     assert "\u202e" not in page and "\x07" not in page
     assert "web\\u202e1gnp.exe" in page
     assert "db\\x071" in page
+
+
+def test_a_callback_opens_no_session(app: Flask) -> None:
+    """The Runner sends no cookie: a callback gets a null session, a page a real one."""
+    interface = app.session_interface
+    with app.test_request_context("/callbacks/anything", method="POST"):
+        assert interface.is_null_session(interface.open_session(app, flask.request))
+    with app.test_request_context("/admin/"):
+        assert not interface.is_null_session(interface.open_session(app, flask.request))

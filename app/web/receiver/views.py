@@ -53,7 +53,7 @@ def _read_json_body() -> tuple[Any, bytes]:
         raise PayloadTooLarge(f"body larger than {settings.max_body_bytes} bytes")
     try:
         body = loads_strict(raw)
-        check_storable(body)
+        check_storable(body, raw)
     except (ValueError, RecursionError):
         raise Malformed("the body is not valid JSON text") from None
     return body, raw

@@ -464,6 +464,11 @@ def test_a_second_result_after_the_end_belongs_to_the_next_run(
         b'{"execution_id": "e1", "status": "FAILURE", "x": ["\\udfff"]}',
         b'{"execution_id": "e\\u0000", "status": "FAILURE"}',
         b'[{"execution_id": "e1", "event_type": "runner_on_ok", "message": {"msg": "a\\u0000b"}}]',
+        # A surrogate as raw bytes (the parser lets them through), and the same text in
+        # UTF-16, which the parser reads too: the escape is then not the bytes `\\u`.
+        b'{"execution_id": "e1", "status": "FAILURE", "x": "\xed\xa0\x80"}',
+        '{"execution_id": "e\\u0000", "status": "FAILURE"}'.encode("utf-16"),
+        '{"execution_id": "e\ud800", "status": "FAILURE"}'.encode("utf-16", "surrogatepass"),
     ],
 )
 def test_text_no_database_can_store_is_400(client: FlaskClient, app: Flask, data: bytes) -> None:
