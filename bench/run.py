@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `app` importa
 from bench.common import DEFAULT_POSTGRES_URL, Context, Databases, guard_loopback, quiet_logs
 
 BENCHMARKS = (
-    "ingest", "latency", "huge", "receiver", "decision", "reads", "dispatcher", "backtest",
+    "ingest", "latency", "huge", "apply", "receiver", "decision", "reads", "dispatcher", "backtest",
     "insights",
 )  # fmt: skip
 
