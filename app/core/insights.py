@@ -148,19 +148,22 @@ def restart_facts(session: Session, restarts: Sequence[Restart]) -> dict[int, Re
     wanted = [r for r in restarts if not r.manual and r.state == RestartState.DONE]
     if not wanted:
         return {}
-    decisions = {
-        d.id: d
-        for d in session.scalars(
-            select(Decision).where(Decision.id.in_({r.decision_id for r in wanted}))
-        )
-    }
     # Attempt n: the n-th automatic restart of the execution that was sent. Each wanted
-    # restart is one of them, so the same rows name every execution's job.
+    # restart is one of them, so the same rows name every execution's job and, with each
+    # restart, its decision's signature and time (one statement for all of it).
     sent: dict[int, list[int]] = defaultdict(list)
     jobs: dict[int, str] = {}
-    for pk, rid, job in session.execute(
-        select(Restart.execution_pk, Restart.id, Execution.job_id)
+    decided: dict[int, tuple[str | None, dt.datetime]] = {}
+    for pk, rid, job, signature, created_at in session.execute(
+        select(
+            Restart.execution_pk,
+            Restart.id,
+            Execution.job_id,
+            Decision.signature,
+            Decision.created_at,
+        )
         .join(Execution, Execution.id == Restart.execution_pk)
+        .join(Decision, Decision.id == Restart.decision_id)
         .where(
             Restart.execution_pk.in_({r.execution_pk for r in wanted}),
             Restart.manual.is_(False),
@@ -169,21 +172,24 @@ def restart_facts(session: Session, restarts: Sequence[Restart]) -> dict[int, Re
     ):
         sent[pk].append(rid)
         jobs[pk] = job
+        decided[rid] = (signature, created_at)
     found = {}
     for restart in wanted:
-        decision = decisions.get(restart.decision_id)
         job_id = jobs.get(restart.execution_pk)
-        if decision is None or job_id is None or decision.signature is None:
+        if restart.id not in decided or job_id is None:
             continue
-        sent_at = restart.sent_at or decision.created_at
+        signature, created_at = decided[restart.id]
+        if signature is None:
+            continue
+        sent_at = restart.sent_at or created_at
         found[restart.id] = RestartFacts(
             restart_id=restart.id,
-            signature=decision.signature,
+            signature=signature,
             job_id=job_id,
             hosts=tuple(restart.hosts or ()),
             attempt=sum(1 for rid in sent[restart.execution_pk] if rid <= restart.id),
-            wait_seconds=(sent_at - decision.created_at).total_seconds(),
-            day=decision.created_at.astimezone(dt.UTC).date(),
+            wait_seconds=(sent_at - created_at).total_seconds(),
+            day=created_at.astimezone(dt.UTC).date(),
         )
     return found
 
