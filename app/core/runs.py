@@ -57,6 +57,8 @@ class ExecutionState:
         """Runs whose `playbook_result` was applied in this batch."""
         self.settled: list[int] = []
         """Restarts whose run ended in this batch (their outcome is counted once it is done)."""
+        self.added_failures = False
+        """Whether a failure was added to the session (not flushed yet) for this execution."""
 
     @classmethod
     def load(cls, session: Session, execution: Execution) -> ExecutionState:
@@ -86,12 +88,17 @@ class ExecutionState:
         if found is None and self._new:
             found = self._failures[run_index] = {}
         if found is None:
-            rows = session.scalars(
-                select(HostFailure).where(
-                    HostFailure.execution_pk == self.execution.id,
-                    HostFailure.run_index == run_index,
-                )
+            query = select(HostFailure).where(
+                HostFailure.execution_pk == self.execution.id,
+                HostFailure.run_index == run_index,
             )
+            if self.added_failures:
+                rows = list(session.scalars(query))  # flushes them first: the read sees them
+            else:
+                # Nothing of this execution's failures waits to be flushed: the execution's
+                # and its runs' changes stay pending, for one flush of each row, not two.
+                with session.no_autoflush:
+                    rows = list(session.scalars(query))
             found = self._failures[run_index] = {row.host: row for row in rows}
         return found
 
@@ -188,6 +195,7 @@ def note_failed_host(
             occurred_at=at,
         )
         session.add(existing)
+        state.added_failures = True
         failures[host] = existing
     elif existing.failure_class == "unknown":
         existing.failure_class = failure_class

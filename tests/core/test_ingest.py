@@ -24,6 +24,7 @@ from app.models import Decision, Event, Execution, ExecutionRun, HostFailure, Re
 from app.policy import parse_policy
 from app.runner.documents import ExecutionDocument, Timer
 from tests.feed import ACCOUNT, EXECUTION_ID, JOB_ID, event, failing_run_events
+from tests.helpers import counted_statements
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 T0 = 1_772_366_400_000  # 2026-03-01 12:00 UTC in ms
@@ -238,3 +239,46 @@ def test_a_bad_item_rejects_the_whole_body() -> None:
 def test_too_many_items_are_refused() -> None:
     with pytest.raises(Invalid):
         parse_deliveries([event("runner_on_ok", T0 + n, "web1") for n in range(3)], None, 2)
+
+
+def test_a_failure_added_in_a_batch_is_seen_when_the_batch_reads_its_failures_again(
+    sessions: sessionmaker[Session],
+) -> None:
+    """web1's failure is added by the first event, a document then names web1 and web2 (web2
+    inserted around the ORM, so the run's failures are read again), and a later event of
+    the same batch details web1: the read must see the web1 row not yet flushed (it is, by
+    flushing first), or web1 is inserted twice."""
+    document = {
+        "execution_id": EXECUTION_ID,
+        "job_id": JOB_ID,
+        "account_alias": ACCOUNT,
+        "status": "FAILURE",
+        "timers": [{"start": T0, "end": T0 + 5_000}],
+        "failed_hosts": ["web1", "web2"],
+    }
+    batch = [
+        event("runner_on_failed", T0 + 1_000, "web1", event_id="first", msg="timeout"),
+        document,
+        event("runner_on_failed", T0 + 2_000, "web1", event_id="again", msg="disk full"),
+    ]
+
+    store(sessions, batch)
+
+    with sessions() as session:
+        rows = session.execute(
+            select(HostFailure.host, HostFailure.message).order_by(HostFailure.host)
+        ).all()
+    assert [tuple(row) for row in rows] == [("web1", "disk full"), ("web2", None)]
+
+
+def test_a_failure_event_updates_its_execution_once(sessions: sessionmaker[Session]) -> None:
+    """Reading the run's recorded failures does not flush the execution's pending changes
+    early: its row is updated once per batch, not once before the read and once after."""
+    store(sessions, event("playbook_on_start", T0))
+    engine = sessions.kw["bind"]
+
+    with counted_statements(engine) as statements:
+        store(sessions, event("runner_on_failed", T0 + 1_000, "web1", msg="timeout"))
+
+    updates = [s for s in statements if s.lstrip().upper().startswith("UPDATE EXECUTIONS ")]
+    assert len(updates) == 1, updates
