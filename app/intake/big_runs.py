@@ -75,14 +75,14 @@ class BigRuns:
 
     def _loop(self) -> None:
         while (item := self._queue.get()) is not None:
-            if callable(item):
-                item()
-                continue
             try:
-                self.decide(item)
+                if callable(item):
+                    item()
+                else:
+                    self.decide(item)
             except Exception:
-                # Left undecided: the intake's sweep hands it over again.
-                log.exception("deciding the big failed run of %s failed", item)
+                # A run left undecided: the intake's sweep hands it over again.
+                log.exception("the intake's big-run thread failed on %r", item)
 
     def decide(self, execution_id: str) -> DecideResult:
         """Both steps for one execution (nothing when it needs no decision)."""
