@@ -208,3 +208,29 @@ def test_a_big_run_left_undecided_by_a_crash_is_decided_by_the_sweep(
     client = app.test_client()
     assert client.post(URL, json=event("runner_on_ok", T0, "web1", execution_id="o")).status_code
     eventually(lambda: decisions_of(app, "exec-orphan"), "the sweep to decide the big run")
+
+
+def test_the_big_run_thread_outlives_a_failed_decision(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(callback_ack="durable")
+    real_prepare = core_big_runs.prepare
+    calls: list[str] = []
+
+    def failing_once(session: Any, policy: Any, execution_id: str, *args: Any) -> Any:
+        calls.append(execution_id)
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return real_prepare(session, policy, execution_id, *args)
+
+    monkeypatch.setattr(intake_big_runs, "prepare", failing_once)
+    monkeypatch.setattr(intake_module, "SWEEP_SECONDS", 0.05)
+    monkeypatch.setattr(intake_module, "LEFTOVER_AGE", intake_module.dt.timedelta(0))
+    client = app.test_client()
+
+    assert client.post(URL, json=big_document("exec-first")).status_code == 202
+    eventually(lambda: calls, "the first decision to be tried")
+    assert client.post(URL, json=big_document("exec-second")).status_code == 202
+
+    eventually(lambda: decisions_of(app, "exec-second"), "the next big run's decision")
+    eventually(lambda: decisions_of(app, "exec-first"), "the sweep to decide the failed one")
