@@ -33,9 +33,11 @@ def written(json_app: Flask) -> Iterator[io.StringIO]:
     (handler,) = [h for h in logging.getLogger().handlers if isinstance(h.formatter, JSONFormatter)]
     assert isinstance(handler, logging.StreamHandler)
     buffer = io.StringIO()
-    previous = handler.setStream(buffer)
+    # Swapped without `setStream`, which flushes the stream it replaces: the handler may
+    # still hold the stderr an earlier test's capture has closed since.
+    previous, handler.stream = handler.stream, buffer
     yield buffer
-    handler.setStream(previous)
+    handler.stream = previous
 
 
 def lines(text: str) -> list[dict[str, Any]]:
