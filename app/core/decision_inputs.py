@@ -197,47 +197,48 @@ def decision_input(
     hosts = _failed_hosts(session, execution)
     signature = failure_signature(hosts)
     held = releasing is not None
-    earlier = DecisionInput(
+    return DecisionInput(
         execution_id=execution.execution_id,
-        account=execution.account_alias,
-        job_id=execution.job_id,
-        job_description=None,
-        status=execution.status,
         run_index=execution.run_index,
-        run_count=execution.run_count,
-        first_failure_at=execution.first_failure_at or now,
         now=now,
         failed_hosts=hosts,
         host_failure_times=host_failure_times(session, policy, [h.host for h in hosts], now),
         restart_outcomes=restart_outcomes(session, policy, now),
         signature=signature,
         signature_sightings=_sightings(session, policy, signature, execution, now, held),
+        **_current(session, policy, execution, now, releasing),
     )
-    return refreshed_input(session, policy, execution, earlier, releasing)
 
 
 def refreshed_input(
-    session: Session,
-    policy: Policy,
-    execution: Execution,
-    earlier: DecisionInput,
-    releasing: Restart | None = None,
+    session: Session, policy: Policy, execution: Execution, earlier: DecisionInput
 ) -> DecisionInput:
     """`earlier` with the execution's own values and the single values read afresh: the
     job's description, earlier restarts, the run's host count, pauses and budgets (what
     another decision or an operator may have changed since `earlier` was read)."""
+    return replace(earlier, **_current(session, policy, execution, earlier.now, None))
+
+
+def _current(
+    session: Session,
+    policy: Policy,
+    execution: Execution,
+    now: dt.datetime,
+    releasing: Restart | None,
+) -> dict[str, Any]:
+    """The input's fields that another transaction may change at any moment: the
+    execution's own values and the single values (`_context`)."""
     leaving_out = releasing.id if releasing is not None else None
-    context = _context(session, policy, execution, earlier.now, leaving_out)
-    return replace(
-        earlier,
-        account=execution.account_alias,
-        job_id=execution.job_id,
-        job_description=context.job_description,
-        status=execution.status,
-        run_count=execution.run_count,
-        first_failure_at=execution.first_failure_at or earlier.now,
-        prior_restarts=context.prior_restarts,
-        usage=context.usage,
-        paused=context.paused,
-        run_host_count=context.run_host_count,
-    )
+    context = _context(session, policy, execution, now, leaving_out)
+    return {
+        "account": execution.account_alias,
+        "job_id": execution.job_id,
+        "job_description": context.job_description,
+        "status": execution.status,
+        "run_count": execution.run_count,
+        "first_failure_at": execution.first_failure_at or now,
+        "prior_restarts": context.prior_restarts,
+        "usage": context.usage,
+        "paused": context.paused,
+        "run_host_count": context.run_host_count,
+    }
