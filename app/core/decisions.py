@@ -282,9 +282,19 @@ def waits_for_job(
 ) -> bool:
     """Whether `decide_failed_runs` would leave the execution's failure for its job's record
     (`defer_unknown_jobs`)."""
-    if not (defer_unknown_jobs and execution.job_id and _uses_job_globs(policy)):
-        return False
-    return session.scalar(select(Job.job_id).where(Job.job_id == execution.job_id)) is None
+    return execution.job_id in _unknown_jobs(session, policy, [execution], defer_unknown_jobs)
+
+
+def _unknown_jobs(
+    session: Session, policy: Policy, executions: Iterable[Execution], defer_unknown_jobs: bool
+) -> set[str]:
+    """The jobs of these executions whose record respawn has not fetched yet, when their
+    failures wait for it: with `defer_unknown_jobs`, under a policy that matches jobs by glob
+    (the glob may be meant for the job's description). Otherwise none."""
+    if not (defer_unknown_jobs and _uses_job_globs(policy)):
+        return set()
+    job_ids = {e.job_id for e in executions if e.job_id}
+    return job_ids - set(session.scalars(select(Job.job_id).where(Job.job_id.in_(job_ids))))
 
 
 def decide_failed_runs(
@@ -315,17 +325,12 @@ def decide_failed_runs(
     decided = set(
         session.scalars(select(Decision.decision_key).where(Decision.decision_key.in_(keys)))
     )
-    known_jobs: set[str] = set()
-    if defer_unknown_jobs and _uses_job_globs(policy):
-        job_ids = {e.job_id for e in failed if e.job_id}
-        known_jobs = set(session.scalars(select(Job.job_id).where(Job.job_id.in_(job_ids))))
-    else:
-        defer_unknown_jobs = False
+    unknown_jobs = _unknown_jobs(session, policy, failed, defer_unknown_jobs)
     todo: list[tuple[str, Execution]] = []
     for key, execution in keys.items():
         if key in decided:
             continue
-        if defer_unknown_jobs and execution.job_id and execution.job_id not in known_jobs:
+        if execution.job_id in unknown_jobs:
             result.deferred += 1
         elif leave_big and len(execution.failed_hosts or ()) > BIG_RUN_HOSTS:
             result.big.append(execution.execution_id)
