@@ -342,34 +342,35 @@ def load_states(
     """The executions (created if new) locked in id order, with their runs. Those this
     transaction created have no runs or failures yet: they are not read."""
     ids = sorted(set(execution_ids))
-    # Each execution's runs, or None where they are still to be read.
-    loaded: dict[int, tuple[Execution, list[ExecutionRun] | None]] = {}
+    runs: dict[int, list[ExecutionRun]] = {}
     if session.get_bind().dialect.name == "postgresql":
         # Create the missing ones before locking any: a process that waits for another's
         # insert then holds no row lock the other waits for (each locks in id order after).
         created = set(session.scalars(_CREATE_MISSING, {"ids": ids, "now": now}))
-        loaded = {e.id: (e, None) for e in session.scalars(_LOAD_LOCKED, {"ids": ids})}
+        executions = list(session.scalars(_LOAD_LOCKED, {"ids": ids}))
+        runs = {e.id: [] for e in executions}
+        known = [e.id for e in executions if e.execution_id not in created]
+        if known:
+            for run in session.scalars(_RUNS, {"pks": known}):
+                runs[run.execution_pk].append(run)
     else:
         # One writer, whose transaction holds the write lock: most batches name executions
-        # that exist already, and read them with their runs in one statement.
+        # that exist already, read with their runs in one statement; the missing ones are
+        # created here, where no other writer can, so they have none.
+        found: dict[int, Execution] = {}
         for execution, run in session.execute(_LOAD_WITH_RUNS, {"ids": ids}):
-            runs = loaded.setdefault(execution.id, (execution, []))[1]
-            if run is not None and runs is not None:
-                runs.append(run)
-        missing = sorted(set(ids) - {e.execution_id for e, _ in loaded.values()})
+            found[execution.id] = execution
+            runs.setdefault(execution.id, [])
+            if run is not None:
+                runs[execution.id].append(run)
+        missing = sorted(set(ids) - {e.execution_id for e in found.values()})
         created = _create(session, missing, now)
+        executions = list(found.values())
         if missing:
-            loaded |= {e.id: (e, None) for e in session.scalars(_LOAD, {"ids": missing})}
-    runs_of = {pk: found or [] for pk, (_, found) in loaded.items()}
-    unread = [
-        pk for pk, (e, found) in loaded.items() if found is None and e.execution_id not in created
-    ]
-    if unread:
-        for run in session.scalars(_RUNS, {"pks": unread}):
-            runs_of[run.execution_pk].append(run)
-    executions = sorted((e for e, _ in loaded.values()), key=lambda e: e.execution_id)
+            executions += session.scalars(_LOAD, {"ids": missing})
+            executions.sort(key=lambda e: e.execution_id)
     return {
-        e.execution_id: ExecutionState(e, runs_of[e.id], new=e.execution_id in created)
+        e.execution_id: ExecutionState(e, runs.get(e.id, []), new=e.execution_id in created)
         for e in executions
     }
 
