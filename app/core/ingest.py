@@ -66,6 +66,7 @@ def _ingest(
     now: dt.datetime,
     policy: Policy | None,
     defer_unknown_jobs: bool,
+    leave_big: bool = False,
 ) -> Ingested:
     stored = store(session, deliveries, now)
     fresh = [d for d, new in zip(deliveries, stored.new, strict=True) if new]
@@ -76,6 +77,7 @@ def _ingest(
         policy,
         defer_unknown_jobs=defer_unknown_jobs,
         parsed={d.delivery_key: d.item for d in fresh},
+        leave_big=leave_big,
     )
     result = IngestResult(stored.accepted, stored.duplicates, processed.executions)
     return Ingested(result, processed.decided)
@@ -113,14 +115,17 @@ def ingest_and_decide(
     now: dt.datetime,
     policy: Policy,
     defer_unknown_jobs: bool,
+    leave_big: bool = False,
 ) -> Ingested:
     """Store deliveries, apply them and decide every run they made failed, in the caller's
     transaction.
 
     With `defer_unknown_jobs`, a failure of a job respawn has not fetched yet waits for the
-    job's record when the policy matches job globs.
+    job's record when the policy matches job globs. With `leave_big`, as the intake does, a
+    run naming thousands of failed hosts is left to be decided in two steps
+    (`app.core.big_runs`).
     """
-    return _ingest(session, deliveries, now, policy, defer_unknown_jobs)
+    return _ingest(session, deliveries, now, policy, defer_unknown_jobs, leave_big)
 
 
 def advance_to_run(

@@ -18,7 +18,7 @@ from app.core import big_runs as core_big_runs
 from app.core.big_runs import decide_prepared, prepare, undecided_big_runs
 from app.core.decision_inputs import BIG_RUN_HOSTS
 from app.core.deliveries import parse_deliveries
-from app.core.inbox import process, store
+from app.core.ingest import ingest_and_decide
 from app.db import utcnow
 from app.extensions import get_runtime
 from app.intake import big_runs as intake_big_runs
@@ -45,21 +45,12 @@ def big_document(execution_id: str, hosts: int = HOSTS, job_id: str = "job-big")
 
 
 def apply(app: Flask, body: Any, leave_big: bool = True) -> Any:
-    """Store and apply a body in one transaction, as the intake does (nothing handed on)."""
-    deliveries = parse_deliveries(body, None, 500)
+    """Store, apply and decide a body in one transaction, as the intake does (nothing handed
+    on)."""
     policy = get_runtime(app).current_policy().policy
     with transaction(app) as session:
-        now = utcnow()
-        store(session, deliveries, now)
-        return process(
-            session,
-            {d.execution_id for d in deliveries},
-            now,
-            policy,
-            defer_unknown_jobs=False,
-            parsed={d.delivery_key: d.item for d in deliveries},
-            leave_big=leave_big,
-        )
+        deliveries = parse_deliveries(body, None, 500)
+        return ingest_and_decide(session, deliveries, utcnow(), policy, False, leave_big)
 
 
 def two_steps(app: Flask, execution_id: str, between: Callable[[], None] = lambda: None) -> Any:
