@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.claims import claim_when_queued
 from app.core.deliveries import Delivery, parse_deliveries
-from app.core.inbox import process, store
+from app.core.ingest import ingest_and_decide
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.policy import Policy, parse_policy
 from bench import feed
@@ -49,17 +49,7 @@ def _apply(
 ) -> int:
     for batch in batches:
         with transaction(sessions) as session:
-            now = utcnow()
-            stored = store(session, batch, now)
-            fresh = [d for d, new in zip(batch, stored.new, strict=True) if new]
-            process(
-                session,
-                {d.execution_id for d in fresh},
-                now,
-                policy,
-                defer_unknown_jobs=False,
-                parsed={d.delivery_key: d.item for d in fresh},
-            )
+            ingest_and_decide(session, batch, utcnow(), policy, defer_unknown_jobs=False)
     return sum(len(batch) for batch in batches)
 
 
@@ -75,16 +65,7 @@ def _failures(sessions: sessionmaker[Session], policy: Policy, documents: list[A
         deliveries = parse_deliveries(document, None, 10)
         with transaction(sessions) as session:
             claim_when_queued(session, "bench-dispatcher", 60.0)
-            now = utcnow()
-            store(session, deliveries, now)
-            process(
-                session,
-                {document["execution_id"]},
-                now,
-                policy,
-                defer_unknown_jobs=False,
-                parsed={d.delivery_key: d.item for d in deliveries},
-            )
+            ingest_and_decide(session, deliveries, utcnow(), policy, defer_unknown_jobs=False)
     return len(documents)
 
 
