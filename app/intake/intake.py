@@ -465,19 +465,21 @@ class Intake:
             log.exception("could not count a failed attempt for %s", execution_id)
 
     def _sweep(self) -> None:
-        """Deliveries a crash or a failed batch left pending, and orphaned spool files."""
+        """Deliveries a crash or a failed batch left pending, big failed runs left undecided,
+        and orphaned spool files."""
         try:
             if self.replay_orphans():
                 log.info("stored the spool files of a process that is gone")
             with transaction(self.sessions) as session:
                 before = utcnow() - LEFTOVER_AGE
                 leftovers = pending_executions(session, 100, before)
-                self.big_runs.submit(undecided_big_runs(session, before))
+                undecided = undecided_big_runs(session, before)
         except SQLAlchemyError:
             return  # the database is still away; the spool keeps what arrives
         except Exception:
             log.exception("looking for leftovers failed")
             return
+        self.big_runs.submit(undecided)
         if leftovers:
             log.info("applying deliveries left pending for %d executions", len(leftovers))
             self._apply(set(leftovers))
