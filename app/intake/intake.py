@@ -398,8 +398,12 @@ class Intake:
         """Applied and decided: but a big run is decided next, by its own thread, and the
         tickets that touched one are processed once it is."""
         big = set(result.decided.big)
-        later = [t for t in tickets if any(d.execution_id in big for d in t.fresh())]
-        _done([t for t in tickets if t not in later])
+        now: list[Ticket] = []
+        later: list[Ticket] = []
+        for ticket in tickets:
+            touched = any(d.execution_id in big for d in ticket.fresh())
+            (later if touched else now).append(ticket)
+        _done(now)
         self._applied(result)
         if later:
             self.big_runs.then(lambda: _done(later))
