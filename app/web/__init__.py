@@ -24,6 +24,7 @@ from app.web.errors import register_error_handlers
 from app.web.health.views import bp as health_bp
 from app.web.inputs import RowIdConverter, SegmentConverter
 from app.web.proxy import TrustedProxyFix, parse_networks
+from app.web.receiver.views import CALLBACKS_PATH
 from app.web.receiver.views import bp as receiver_bp
 
 # Every answer, whatever produced it (a view, an error page, a 404 or 405 from routing).
@@ -56,8 +57,6 @@ class SessionInterface(SecureCookieSessionInterface):
             return self.make_null_session(app)
         return super().open_session(app, request)
 
-
-CALLBACKS_PATH = "/callbacks/"
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 requests_log = logging.getLogger("app.web.requests")

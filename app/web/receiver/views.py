@@ -59,7 +59,11 @@ def _read_json_body() -> tuple[Any, bytes]:
     return body, raw
 
 
-@bp.post("/callbacks/<token>")
+CALLBACKS_PATH = "/callbacks/"
+"""Where the Runner posts: every path under it is a callback."""
+
+
+@bp.post(CALLBACKS_PATH + "<token>")
 @documented(
     "Receive a status event, an execution document, or an array of them",
     Answer(202, "stored, duplicates counted and not stored", AcceptedSchema),
