@@ -41,19 +41,22 @@ from app.models import Decision, Execution
 from app.policy import DecisionInput, Policy
 from app.runner.documents import FAILED_STATUSES
 
+Seen = tuple[int, str, dt.datetime, tuple[str, ...]]
+"""What an execution looked like: its run, its status, when it was last heard of, its
+failed hosts."""
+
 
 @dataclass(frozen=True)
 class Prepared:
     """A big run's decision input, and what the run looked like when it was read."""
 
     execution_id: str
-    seen: tuple[int, str, dt.datetime, tuple[str, ...]]
+    seen: Seen
     inputs: DecisionInput
 
 
-def _seen(execution: Execution) -> tuple[int, str, dt.datetime, tuple[str, ...]]:
-    """What changes when anything is applied to the execution: its run, its status, when it
-    was last heard of, its failed hosts."""
+def _seen(execution: Execution) -> Seen:
+    """What changes when anything is applied to the execution."""
     return (
         execution.run_index,
         execution.status,
