@@ -16,7 +16,8 @@ SQLite the writer also applies what it stored in the same transaction (`single_w
 every transaction there waits its turn at the one write lock, and one turn per batch rather
 than two (store, then apply) is what the single writer can afford; the processor then only
 takes what the writer could not apply. On PostgreSQL writers do not wait for each other, so
-the processor applies beside the writer and a callback is answered once stored.
+the processor applies beside the writer and a callback is answered once stored; the writer
+stays at most a batch ahead of it (`BACKLOG_LIMIT`), so the inbox does not grow under load.
 
 A callback's answer waits for the writer (`RESPAWN_CALLBACK_ACK=durable`, the default) or
 also for the processor (`processed`).
@@ -71,6 +72,15 @@ LEFTOVER_AGE = dt.timedelta(seconds=5)
 """Pending rows younger than this belong to a live process's processor, not to the sweep."""
 REPLAY_SECONDS = 1.0
 """While the database is away, how often the writer tries to store what it spooled."""
+BACKLOG_LIMIT = MAX_BATCH
+"""Deliveries stored but not yet applied, at most, before the writer stores more: where the
+processor applies beside the writer (PostgreSQL), storing is cheaper than applying, and a
+writer that ran ahead would fill the inbox faster than it drains, each delivery waiting
+longer for its decision, while the CPU it took to store them is taken from applying. At one
+batch ahead, the processor always finds a full batch waiting and none waits long."""
+BACKLOG_WAIT = 0.5
+"""How long the writer waits, at most, for the backlog to drain below `BACKLOG_LIMIT`: a
+processor that stalls slows callbacks down, it does not stop them being stored."""
 
 
 # The database did not answer, or not in time: spool and answer anyway.
@@ -144,6 +154,7 @@ class Intake:
         self.hand = hand
         self._incoming: queue.SimpleQueue[Ticket | None] = queue.SimpleQueue()
         self._stored: queue.SimpleQueue[Ticket | None] = queue.SimpleQueue()
+        self._backlog = Backlog()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -197,6 +208,7 @@ class Intake:
 
     def _write_loop(self) -> None:
         while True:
+            self._backlog.wait_below(BACKLOG_LIMIT, BACKLOG_WAIT)
             tickets, stop = _take(self._incoming, REPLAY_SECONDS, self._batch)
             try:
                 if tickets:
@@ -250,7 +262,7 @@ class Intake:
             ticket.durable.set()
         if result is None:
             for ticket in tickets:
-                self._stored.put(ticket)
+                self._to_process(ticket)
         else:
             self._processed(tickets, result)
         return stop
@@ -327,7 +339,7 @@ class Intake:
             return False
         ticket = Ticket([r.delivery for r in records], new=[True] * len(records))
         ticket.durable.set()
-        self._stored.put(ticket)  # the processor applies them (read back from the database)
+        self._to_process(ticket)  # the processor applies them (read back from the database)
         return True
 
     def replay_orphans(self) -> int:
@@ -342,6 +354,10 @@ class Intake:
 
     # --- the processor ----------------------------------------------------------------------
 
+    def _to_process(self, ticket: Ticket) -> None:
+        self._backlog.add(ticket.accepted)
+        self._stored.put(ticket)
+
     def _process_loop(self) -> None:
         while True:
             tickets, stop = _take(self._stored, SWEEP_SECONDS, self._batch)
@@ -352,6 +368,8 @@ class Intake:
                     self._sweep()
             except Exception:
                 log.exception("the intake processor failed; pending deliveries stay pending")
+            finally:
+                self._backlog.add(-sum(t.accepted for t in tickets))
             if stop:
                 return
 
@@ -487,6 +505,25 @@ class Intake:
         if leftovers:
             log.info("applying deliveries left pending for %d executions", len(leftovers))
             self._apply(set(leftovers))
+
+
+class Backlog:
+    """How many stored deliveries wait for the processor; the writer waits on it."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.size = 0
+
+    def add(self, count: int) -> None:
+        with self._changed:
+            self.size += count
+            if count < 0:
+                self._changed.notify_all()
+
+    def wait_below(self, limit: int, timeout: float) -> bool:
+        """Until fewer than `limit` wait, or `timeout` seconds; whether they do."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.size < limit, timeout)
 
 
 def _take(

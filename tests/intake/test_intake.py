@@ -341,3 +341,81 @@ def test_a_documents_failed_hosts_are_recorded_once_and_detailed_by_later_events
 
     eventually(lambda: counts(durable)["pending"] == 0 and rows(), "the batch applied")
     assert rows() == [("web1", "unknown", None), ("web2", "task_failed", "disk full")]
+
+
+def _held_processor(
+    monkeypatch: pytest.MonkeyPatch, app: Flask
+) -> tuple[threading.Event, threading.Event]:
+    """The processor applying beside the writer (as on PostgreSQL, also on SQLite here), and
+    held before its first batch's transaction until released; (entered, released)."""
+    intake = get_runtime(app).intake
+    intake._apply_on_store = False
+    entered = threading.Event()
+    released = threading.Event()
+    real = intake._process
+
+    def held(tickets: list[intake_module.Ticket]) -> bool:
+        entered.set()
+        released.wait(20)
+        return real(tickets)
+
+    monkeypatch.setattr(intake, "_process", held)
+    return entered, released
+
+
+def _post_in_background(app: Flask, body: Any) -> tuple[threading.Thread, list[int]]:
+    answers: list[int] = []
+
+    def send() -> None:
+        response = app.test_client().post(URL, json=body)
+        answers.append(response.status_code)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    return sender, answers
+
+
+def test_the_writer_stores_no_further_than_a_batch_ahead_of_the_processor(
+    durable: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing is cheaper than applying: a writer running ahead would fill the inbox faster
+    than it drains, and each delivery would wait longer for its decision. So the writer
+    waits while the processor is a batch behind, and the callbacks behind it wait for it."""
+    monkeypatch.setattr(intake_module, "BACKLOG_LIMIT", 2)
+    monkeypatch.setattr(intake_module, "BACKLOG_WAIT", 30.0)
+    entered, released = _held_processor(monkeypatch, durable)
+    client = durable.test_client()
+    first = [event("runner_on_ok", T0 + n, "web1", execution_id="exec-ahead") for n in range(2)]
+    assert post(client, first) == {"accepted": 2, "duplicates": 0}
+    eventually(entered.is_set, "the processor holds the first batch")
+
+    sender, answers = _post_in_background(
+        durable, event("runner_on_ok", T0 + 5, "web2", execution_id="exec-behind")
+    )
+    sender.join(0.5)
+    assert answers == [] and counts(durable)["events"] == 2  # waiting, not stored
+    released.set()
+    sender.join(20)
+
+    assert answers == [202]
+    eventually(lambda: counts(durable) == {"events": 3, "pending": 0, "decisions": 0}, "all")
+    assert get_runtime(durable).intake._backlog.size == 0
+
+
+def test_a_stalled_processor_slows_the_writer_down_but_does_not_stop_it(
+    durable: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(intake_module, "BACKLOG_LIMIT", 1)
+    monkeypatch.setattr(intake_module, "BACKLOG_WAIT", 0.2)
+    entered, released = _held_processor(monkeypatch, durable)
+    client = durable.test_client()
+    post(client, event("runner_on_ok", T0, "web1", execution_id="exec-stalled"))
+    eventually(entered.is_set, "the processor holds the first batch")
+
+    answer = post(client, event("runner_on_ok", T0 + 1, "web2", execution_id="exec-next"))
+
+    assert answer == {"accepted": 1, "duplicates": 0}
+    assert entered.is_set() and not released.is_set()  # stored while the processor is held
+    assert counts(durable) == {"events": 2, "pending": 2, "decisions": 0}
+    released.set()
+    eventually(lambda: counts(durable)["pending"] == 0, "both applied")
