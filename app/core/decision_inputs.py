@@ -5,20 +5,26 @@ hosts with their messages, the single values (job description, earlier restarts,
 host count, pauses, budgets) in one statement, the hosts' recent failures, the breaker's
 outcomes and the signature's sightings. `refreshed_input` reads the single values again for
 an input read earlier (a big run decided in two steps, `app.core.big_runs`).
+
+A batch of failed runs decided together reads all but the single values once for the batch
+(`read_batch`, `read_sightings`): the same rows, a statement each instead of one per run.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, literal, select
+from sqlalchemy import Select, bindparam, func, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.core.stats import (
+    MAX_SIGHTINGS,
     PAUSE_QUERIES,
     BudgetScopes,
     budget_parameters,
@@ -29,7 +35,7 @@ from app.core.stats import (
     pause_message,
     pause_parameters,
     restart_outcomes,
-    signature_sightings,
+    sightings_of,
 )
 from app.models import (
     Execution,
@@ -43,6 +49,7 @@ from app.policy import (
     BudgetUsage,
     DecisionInput,
     Policy,
+    RestartOutcome,
     Sighting,
     Signature,
     failure_signature,
@@ -52,25 +59,31 @@ from app.policy import HostFailure as PolicyHostFailure
 log = logging.getLogger(__name__)
 
 
+_FAILED_HOST_COLUMNS = (
+    HostFailure.host,
+    HostFailure.failure_class,
+    HostFailure.message,
+    HostFailure.stderr_tail,
+    HostFailure.changed,
+)
+
+
 def _failed_hosts(session: Session, execution: Execution) -> tuple[PolicyHostFailure, ...]:
     # Columns, not objects: a run may name thousands of hosts.
     rows = session.execute(
-        select(
-            HostFailure.host,
-            HostFailure.failure_class,
-            HostFailure.message,
-            HostFailure.stderr_tail,
-            HostFailure.changed,
-        )
+        select(*_FAILED_HOST_COLUMNS)
         .where(
             HostFailure.execution_pk == execution.id,
             HostFailure.run_index == execution.run_index,
         )
         .order_by(HostFailure.host)
     )
-    return tuple(
-        policy_host_failure(row.host, row.failure_class, row.message, row.stderr_tail, row.changed)
-        for row in rows
+    return tuple(_policy_failure(row) for row in rows)
+
+
+def _policy_failure(row: Any) -> PolicyHostFailure:
+    return policy_host_failure(
+        row.host, row.failure_class, row.message, row.stderr_tail, row.changed
     )
 
 
@@ -165,6 +178,63 @@ def _context_query(scopes: BudgetScopes, leaving_out: bool) -> Select[Any]:
     )
 
 
+@dataclass
+class BatchInputs:
+    """What the decisions of one batch read together. The failed hosts, the hosts' recent
+    failures and the breaker's outcomes are read before the decision lock: no decision
+    changes them. The signatures' sightings are read under it, and each decision the batch
+    stores is added to them (`sighted`) as the next one's query would find it."""
+
+    failed_hosts: dict[tuple[int, int], tuple[PolicyHostFailure, ...]]
+    host_times: dict[str, tuple[dt.datetime, ...]]
+    outcomes: tuple[RestartOutcome, ...]
+    sightings: dict[str, list[Sighting]] = field(default_factory=dict)
+
+    def hosts_of(self, execution: Execution) -> tuple[PolicyHostFailure, ...]:
+        return self.failed_hosts.get((execution.id, execution.run_index), ())
+
+    def sighted(self, key: str, sighting: Sighting) -> None:
+        """A decision with signature `key` was stored, as `signature_sightings` sees it."""
+        found = self.sightings.get(key)
+        if found is not None:
+            bisect.insort(found, sighting)
+            del found[:-MAX_SIGHTINGS]
+
+
+def read_batch(
+    session: Session, policy: Policy, executions: Sequence[Execution], now: dt.datetime
+) -> BatchInputs:
+    """The batch's failed hosts, their recent failures and the breaker's outcomes."""
+    failed: dict[tuple[int, int], list[PolicyHostFailure]] = {
+        (e.id, e.run_index): [] for e in executions
+    }
+    rows = session.execute(
+        select(HostFailure.execution_pk, HostFailure.run_index, *_FAILED_HOST_COLUMNS)
+        .where(tuple_(HostFailure.execution_pk, HostFailure.run_index).in_(list(failed)))
+        .order_by(HostFailure.execution_pk, HostFailure.run_index, HostFailure.host)
+    )
+    for row in rows:
+        failed[(row.execution_pk, row.run_index)].append(_policy_failure(row))
+    hosts = sorted({h.host for found in failed.values() for h in found})
+    return BatchInputs(
+        failed_hosts={run: tuple(found) for run, found in failed.items()},
+        host_times=host_failure_times(session, policy, hosts, now),
+        outcomes=restart_outcomes(session, policy, now),
+    )
+
+
+def read_sightings(session: Session, policy: Policy, batch: BatchInputs, now: dt.datetime) -> None:
+    """The sightings of the batch's signatures (under the decision lock: they count what
+    other processes decided)."""
+    breaker = policy.signature_breaker
+    if breaker is None:
+        return
+    signatures = (failure_signature(hosts) for hosts in batch.failed_hosts.values())
+    keys = {signature.key for signature in signatures if signature is not None}
+    if keys:
+        batch.sightings = sightings_of(session, breaker, keys, now)
+
+
 def _sightings(
     session: Session,
     policy: Policy,
@@ -172,13 +242,17 @@ def _sightings(
     execution: Execution,
     now: dt.datetime,
     releasing: bool,
+    batch: BatchInputs | None,
 ) -> tuple[Sighting, ...]:
     """The signature breaker's input: earlier failures with this signature, and this one
     (not when a held restart is being released: its failure was counted when it was held)."""
     breaker = policy.signature_breaker
     if breaker is None or signature is None or releasing:
         return ()
-    earlier = signature_sightings(session, breaker, signature.key, now)
+    if batch is not None and signature.key in batch.sightings:
+        earlier = tuple(batch.sightings[signature.key])
+    else:
+        earlier = tuple(sightings_of(session, breaker, [signature.key], now)[signature.key])
     return (*earlier, Sighting(now, execution.execution_id, execution.job_id))
 
 
@@ -188,13 +262,22 @@ def decision_input(
     execution: Execution,
     now: dt.datetime,
     releasing: Restart | None = None,
+    batch: BatchInputs | None = None,
 ) -> DecisionInput:
     """Everything the engine needs to decide on the execution's current (failed) run.
 
     With `releasing`, the input for a held restart being let go: the restart itself is not
-    an earlier one, and its signature is not sighted again.
+    an earlier one, and its signature is not sighted again. With `batch`, what it read for
+    the execution is taken from there.
     """
-    hosts = _failed_hosts(session, execution)
+    if batch is None:
+        hosts = _failed_hosts(session, execution)
+        times = host_failure_times(session, policy, [h.host for h in hosts], now)
+        outcomes = restart_outcomes(session, policy, now)
+    else:
+        hosts = batch.hosts_of(execution)
+        times = {h.host: batch.host_times[h.host] for h in hosts} if batch.host_times else {}
+        outcomes = batch.outcomes
     signature = failure_signature(hosts)
     held = releasing is not None
     return DecisionInput(
@@ -202,10 +285,10 @@ def decision_input(
         run_index=execution.run_index,
         now=now,
         failed_hosts=hosts,
-        host_failure_times=host_failure_times(session, policy, [h.host for h in hosts], now),
-        restart_outcomes=restart_outcomes(session, policy, now),
+        host_failure_times=times,
+        restart_outcomes=outcomes,
         signature=signature,
-        signature_sightings=_sightings(session, policy, signature, execution, now, held),
+        signature_sightings=_sightings(session, policy, signature, execution, now, held, batch),
         **_current(session, policy, execution, now, releasing),
     )
 

@@ -24,6 +24,8 @@ from app.core.claims import claim_queued
 from app.core.decision_inputs import (
     BIG_RUN_HOSTS,
     decision_input,
+    read_batch,
+    read_sightings,
     refreshed_input,
 )
 from app.core.errors import Conflict, Invalid
@@ -45,6 +47,7 @@ from app.policy import (
     DecisionInput,
     Policy,
     ReasonCode,
+    Sighting,
     Signature,
     decide_restart,
 )
@@ -336,16 +339,25 @@ def decide_failed_runs(
             result.big.append(execution.execution_id)
         else:
             todo.append((key, execution))
-    if todo:
-        lock_decisions(session)
+    if not todo:
+        return result
+    prepared = prepared or {}
+    fresh = [e for _, e in todo if e.execution_id not in prepared]
+    batch = read_batch(session, policy, fresh, now) if fresh else None
+    lock_decisions(session)
+    if batch is not None:
+        read_sightings(session, policy, batch, now)
     for key, execution in todo:
-        earlier = (prepared or {}).get(execution.execution_id)
+        earlier = prepared.get(execution.execution_id)
         if earlier is None:
-            inputs = decision_input(session, policy, execution, now)
+            inputs = decision_input(session, policy, execution, now, batch=batch)
         else:
             inputs = refreshed_input(session, policy, execution, earlier)
         decision = decide_restart(policy, inputs)
         stored = store_decision(session, execution, decision, key, now)
+        if batch is not None and decision.signature is not None:
+            sighting = Sighting(now, execution.execution_id, execution.job_id)
+            batch.sighted(decision.signature.key, sighting)
         tell_gave_up(session, policy, execution, decision, stored.decision, now)
         result.queued += stored.restart is not None and decision.restart
         result.held += decision.held

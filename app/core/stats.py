@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, case, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, case, func, select, union_all
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -335,30 +335,35 @@ def restart_outcomes(
     return tuple(sorted(RestartOutcome(at, result == "failed_again") for at, result in rows if at))
 
 
-def signature_sightings(
-    session: Session, breaker: SignatureBreaker, key: str, now: dt.datetime
-) -> tuple[Sighting, ...]:
-    """The failed runs the policy decided with this signature inside the breaker's lookback,
-    oldest first; none from before an operator last closed it by hand."""
-    since = now - breaker.lookback
-    closed_at = session.scalar(
-        select(FailureSignature.closed_at).where(FailureSignature.key == key)
-    )
-    query = (
-        select(Decision.created_at, Execution.execution_id, Execution.job_id)
+def sightings_of(
+    session: Session, breaker: SignatureBreaker, keys: Iterable[str], now: dt.datetime
+) -> dict[str, list[Sighting]]:
+    """The failed runs the policy decided with each of these signatures inside the breaker's
+    lookback (the latest `MAX_SIGHTINGS` each), oldest first; none from before an operator
+    last closed it by hand. One statement for them all."""
+    found: dict[str, list[Sighting]] = {key: [] for key in keys}
+    closed = FailureSignature.closed_at
+    each = [
+        select(Decision.signature, Decision.created_at, Execution.execution_id, Execution.job_id)
         .join(Execution, Execution.id == Decision.execution_pk)
+        .outerjoin(FailureSignature, FailureSignature.key == Decision.signature)
         .where(
             Decision.signature == key,
             Decision.origin == "policy",
-            Decision.created_at >= since,
+            Decision.created_at >= now - breaker.lookback,
             Decision.created_at <= now,
+            closed.is_(None) | (Decision.created_at > closed),
         )
         .order_by(Decision.created_at.desc())
         .limit(MAX_SIGHTINGS)
-    )
-    if closed_at is not None:
-        query = query.where(Decision.created_at > closed_at)
-    return tuple(sorted(Sighting(as_utc(at), e, j) for at, e, j in session.execute(query)))
+        for key in found
+    ]
+    query = each[0] if len(each) == 1 else union_all(*(select(q.subquery()) for q in each))
+    for key, at, execution_id, job_id in session.execute(query):
+        found[key].append(Sighting(as_utc(at), execution_id, job_id))
+    for sightings in found.values():
+        sightings.sort()
+    return found
 
 
 @dataclass(frozen=True)
