@@ -31,7 +31,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,13 +53,12 @@ from app.db import transaction, utcnow
 from app.intake.big_runs import BigRuns
 from app.intake.counting import count_received
 from app.intake.spool import Spool, Spooled
+from app.intake.tickets import MAX_BATCH, Answer, Backlog, Ticket, take, take_more
 from app.policy import Policy
 from app.runner.documents import ExecutionDocument, StatusEvent
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 1000
-"""Deliveries stored (or replayed from the spool) in one transaction at most."""
 SINGLE_WRITER_BATCH = 200
 """Deliveries stored and applied in one transaction at most on a database with one writer
 (SQLite): the transaction holds the write lock, and every callback waits behind it for its
@@ -89,37 +87,6 @@ _UNAVAILABLE = (OperationalError, DBAPIError)
 
 class IntakeUnavailable(RuntimeError):
     """Neither the database nor the spool could take a callback: it was not stored."""
-
-
-@dataclass
-class Ticket:
-    """One callback's deliveries on their way through the intake."""
-
-    deliveries: list[Delivery]
-    new: list[bool] = field(default_factory=list)
-    spooled: bool = False
-    failed: bool = False
-    durable: threading.Event = field(default_factory=threading.Event)
-    processed: threading.Event = field(default_factory=threading.Event)
-    arrived: float = field(default_factory=time.monotonic)
-
-    @property
-    def accepted(self) -> int:
-        return sum(self.new)
-
-    @property
-    def duplicates(self) -> int:
-        return len(self.deliveries) - self.accepted
-
-    def fresh(self) -> Iterable[Delivery]:
-        return (d for d, new in zip(self.deliveries, self.new, strict=True) if new)
-
-
-@dataclass
-class Answer:
-    accepted: int
-    duplicates: int
-    spooled: bool
 
 
 class Intake:
@@ -209,7 +176,7 @@ class Intake:
     def _write_loop(self) -> None:
         while True:
             self._backlog.wait_below(BACKLOG_LIMIT, BACKLOG_WAIT)
-            tickets, stop = _take(self._incoming, REPLAY_SECONDS, self._batch)
+            tickets, stop = take(self._incoming, REPLAY_SECONDS, self._batch)
             try:
                 if tickets:
                     stop = self._write(tickets, self._apply_on_store) or stop
@@ -235,7 +202,7 @@ class Intake:
         try:
             with transaction(self.writer_sessions) as session:
                 session.connection()  # begun: on SQLite, the write lock is ours
-                stop = _take_more(self._incoming, tickets, self._batch)
+                stop = take_more(self._incoming, tickets, self._batch)
                 deliveries = _deliveries(tickets)
                 stored = store(session, deliveries, now)
                 _share(tickets, stored.new)  # which are new: what `apply` applies
@@ -360,7 +327,7 @@ class Intake:
 
     def _process_loop(self) -> None:
         while True:
-            tickets, stop = _take(self._stored, SWEEP_SECONDS, self._batch)
+            tickets, stop = take(self._stored, SWEEP_SECONDS, self._batch)
             try:
                 if tickets:
                     stop = self._process(tickets) or stop
@@ -380,7 +347,7 @@ class Intake:
         try:
             with transaction(self.sessions) as session:
                 session.connection()  # begun: on SQLite, the write lock is ours
-                stop = _take_more(self._stored, tickets, self._batch)
+                stop = take_more(self._stored, tickets, self._batch)
                 result = self._process_tickets(session, tickets)
         except Exception:  # noqa: BLE001  (retried one by one, each failure logged)
             log.warning("applying %d callbacks failed; one execution at a time now", len(tickets))
@@ -505,56 +472,6 @@ class Intake:
         if leftovers:
             log.info("applying deliveries left pending for %d executions", len(leftovers))
             self._apply(set(leftovers))
-
-
-class Backlog:
-    """How many stored deliveries wait for the processor; the writer waits on it."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self.size = 0
-
-    def add(self, count: int) -> None:
-        with self._changed:
-            self.size += count
-            if count < 0:
-                self._changed.notify_all()
-
-    def wait_below(self, limit: int, timeout: float) -> bool:
-        """Until fewer than `limit` wait, or `timeout` seconds; whether they do."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self.size < limit, timeout)
-
-
-def _take(
-    source: queue.SimpleQueue[Ticket | None], wait: float, limit: int = MAX_BATCH
-) -> tuple[list[Ticket], bool]:
-    """What is waiting (up to `limit` deliveries, or one ticket that has more), after up to
-    `wait` seconds for the first; and whether the stop marker came."""
-    try:
-        first = source.get(timeout=wait)
-    except queue.Empty:
-        return [], False
-    if first is None:
-        return [], True
-    tickets = [first]
-    return tickets, _take_more(source, tickets, limit)
-
-
-def _take_more(source: queue.SimpleQueue[Ticket | None], tickets: list[Ticket], limit: int) -> bool:
-    """Add to `tickets` what waits in `source` now, while they hold fewer than `limit`
-    deliveries; whether the stop marker came (the caller's loop then ends after this batch)."""
-    size = sum(len(t.deliveries) for t in tickets)
-    while size < limit:
-        try:
-            more = source.get_nowait()
-        except queue.Empty:
-            return False
-        if more is None:
-            return True
-        tickets.append(more)
-        size += len(more.deliveries)
-    return False
 
 
 def _deliveries(tickets: list[Ticket]) -> list[Delivery]:

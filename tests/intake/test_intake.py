@@ -21,6 +21,7 @@ from app.core.inbox import MAX_ATTEMPTS, store
 from app.db import utcnow
 from app.extensions import get_runtime
 from app.intake import intake as intake_module
+from app.intake.tickets import Ticket
 from app.models import Decision, Event, Execution, HostFailure
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import event, failing_run_events
@@ -354,7 +355,7 @@ def _held_processor(
     released = threading.Event()
     real = intake._process
 
-    def held(tickets: list[intake_module.Ticket]) -> bool:
+    def held(tickets: list[Ticket]) -> bool:
         entered.set()
         released.wait(20)
         return real(tickets)
