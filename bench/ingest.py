@@ -9,14 +9,19 @@ posted unique bodies by wrk over 16 keep-alive connections:
 
 Only events respawn has fully processed by the end of the run count (stored, applied to
 their execution, failed hosts recorded, failures decided, restarts queued); latency
-percentiles come from wrk. Ratios are to the naive receiver on the same database in the same
-run. Needs `wrk` (Debian: apt-get install wrk).
+percentiles come from wrk. For respawn, the processing lag (from a callback's arrival to its
+deliveries applied and decided, `respawn_processing_lag_seconds`) is read from /metrics at
+the end of the run, with the deliveries still waiting in the inbox then. Ratios are to the
+naive receiver on the same database in the same run. Needs `wrk` (Debian: apt-get install
+wrk).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -183,11 +188,40 @@ def processed_events(database_url: str) -> int:
         engine.dispose()
 
 
+LAG_BUCKET = re.compile(r'^respawn_processing_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
+
+
+def processing_lag(base: str) -> tuple[float, float]:
+    """From /metrics: the share of callbacks processed within 1 s of their arrival, and the
+    bucket bound that 99% were processed within."""
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    buckets = sorted((float(le), float(count)) for le, count in LAG_BUCKET.findall(text))
+    total = buckets[-1][1] if buckets else 0.0
+    if not total:
+        return 0.0, math.inf
+    within_1s = next(count for le, count in buckets if le >= 1.0) / total
+    p99 = next(le for le, count in buckets if count >= 0.99 * total)
+    return within_1s, p99
+
+
+def pending_events(database_url: str) -> int:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return int(
+                connection.execute(text("SELECT count(*) FROM events WHERE pending")).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
 @dataclass
 class Row:
     subject: str
     result: WrkResult
     events: int  # events that count: posted (baselines) or fully processed (respawn)
+    lag: tuple[float, float] | None = None  # respawn: share within 1 s, p99 bucket
+    pending: int = 0  # respawn: deliveries still in the inbox at the end of the run
 
     @property
     def rate(self) -> float:
@@ -216,7 +250,9 @@ def _measure(ctx: Context, kind: str, per_body: int, seconds: float) -> list[Row
         with respawn(url, ctx.folder(f"ingest-instance-{kind}"), scratch / "respawn.log") as base:
             result = wrk(base + path, bodies, seconds)
             processed = processed_events(url)
-        rows.append(Row("respawn", result, processed))
+            pending = pending_events(url)
+            lag = processing_lag(base)
+        rows.append(Row("respawn", result, processed, lag, pending))
     return rows
 
 
@@ -245,12 +281,22 @@ def run(ctx: Context) -> None:
                         f"{row.result.non2xx + row.result.socket_errors}",
                         f"{row.rate / naive.rate:.2f}x",
                         f"{row.result.p99_ms / naive.result.p99_ms:.2f}x",
+                        _lag(row),
                     ]
                 )
         table(
             label,
-            ["db", "subject", "events/s", "p50 ms", "p99 ms", "errors", "rate", "p99"],
+            ["db", "subject", "events/s", "p50 ms", "p99 ms", "errors", "rate", "p99", "lag"],
             printed,
             "events/s: events posted (baselines) or fully processed by the end of the run\n"
-            "(respawn); rate and p99: relative to the naive receiver on the same database.",
+            "(respawn); rate and p99: relative to the naive receiver on the same database;\n"
+            "lag (respawn): callbacks applied and decided within 1 s of arriving, the bound 99%\n"
+            "were within, and the deliveries still waiting in the inbox when the run ended.",
         )
+
+
+def _lag(row: Row) -> str:
+    if row.lag is None:
+        return ""
+    within, p99 = row.lag
+    return f"{within:.1%} <=1s, p99 <={p99:g}s, {row.pending:,} waiting"
