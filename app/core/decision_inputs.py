@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, func, literal, select, tuple_
 from sqlalchemy.orm import Session
 
+from app.core.history import closed_at, host_failure_times, sightings_of
 from app.core.stats import (
     MAX_SIGHTINGS,
     PAUSE_QUERIES,
@@ -31,11 +32,9 @@ from app.core.stats import (
     budget_queries,
     budget_scopes,
     budget_usage_of,
-    host_failure_times,
     pause_message,
     pause_parameters,
     restart_outcomes,
-    sightings_of,
 )
 from app.models import (
     Execution,
@@ -182,21 +181,26 @@ def _context_query(scopes: BudgetScopes, leaving_out: bool) -> Select[Any]:
 class BatchInputs:
     """What the decisions of one batch read together. The failed hosts, the hosts' recent
     failures and the breaker's outcomes are read before the decision lock: no decision
-    changes them. The signatures' sightings are read under it, and each decision the batch
-    stores is added to them (`sighted`) as the next one's query would find it."""
+    changes them (what another process records while this one waits for the lock counts
+    from the next batch on). The signatures' sightings, and when an operator last closed
+    them, are read under it, and each decision the batch stores is added to them
+    (`sighted`) as the next one's query would find it."""
 
     failed_hosts: dict[tuple[int, int], tuple[PolicyHostFailure, ...]]
     host_times: dict[str, tuple[dt.datetime, ...]]
     outcomes: tuple[RestartOutcome, ...]
     sightings: dict[str, list[Sighting]] = field(default_factory=dict)
+    closed: dict[str, dt.datetime] = field(default_factory=dict)
 
     def hosts_of(self, execution: Execution) -> tuple[PolicyHostFailure, ...]:
         return self.failed_hosts.get((execution.id, execution.run_index), ())
 
     def sighted(self, key: str, sighting: Sighting) -> None:
-        """A decision with signature `key` was stored, as `signature_sightings` sees it."""
+        """A decision with signature `key` was stored, as `sightings_of` would find it: not
+        when an operator closed the breaker at its time or later."""
         found = self.sightings.get(key)
-        if found is not None:
+        closed = self.closed.get(key)
+        if found is not None and (closed is None or sighting.at > closed):
             bisect.insort(found, sighting)
             del found[:-MAX_SIGHTINGS]
 
@@ -233,6 +237,7 @@ def read_sightings(session: Session, policy: Policy, batch: BatchInputs, now: dt
     keys = {signature.key for signature in signatures if signature is not None}
     if keys:
         batch.sightings = sightings_of(session, breaker, keys, now)
+        batch.closed = closed_at(session, keys)
 
 
 def _sightings(

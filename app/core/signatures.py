@@ -23,9 +23,9 @@ from app import metrics
 from app.core.decision_inputs import decision_input
 from app.core.decisions import store_decision, tell_gave_up
 from app.core.errors import NotFound
+from app.core.history import sightings_of
 from app.core.lifecycle import transition
 from app.core.operator import record_audit
-from app.core.stats import sightings_of
 from app.db import lock_decisions
 from app.models import Decision, Execution, FailureSignature, Restart, RestartState
 from app.policy import Policy, SignatureState, decide_restart, signature_state

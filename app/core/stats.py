@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, case, func, select, union_all
+from sqlalchemy import ColumnElement, Select, bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -23,7 +23,6 @@ from app.models import (
     AuditEntry,
     Decision,
     Execution,
-    FailureSignature,
     HostFailure,
     Job,
     Pause,
@@ -36,8 +35,6 @@ from app.policy import (
     HostLimit,
     Policy,
     RestartOutcome,
-    Sighting,
-    SignatureBreaker,
     breaker_state,
     format_duration,
 )
@@ -232,26 +229,6 @@ def job_descriptions(session: Session, job_ids: Sequence[str]) -> dict[str, str 
 # --- hosts ----------------------------------------------------------------------------------
 
 
-def host_failure_times(
-    session: Session, policy: Policy, hosts: Sequence[str], now: dt.datetime
-) -> dict[str, tuple[dt.datetime, ...]]:
-    """Recent failures of each host, oldest first: the per-host limit's input."""
-    per_host = policy.limits.per_host
-    if per_host is None or not hosts:
-        return {}
-    since = now - (per_host.window + per_host.quarantine)
-    history: dict[str, list[dt.datetime]] = {host: [] for host in hosts}
-    rows = session.execute(
-        select(HostFailure.host, HostFailure.occurred_at)
-        .where(HostFailure.host.in_(hosts), HostFailure.occurred_at >= since)
-        .order_by(HostFailure.occurred_at.desc())
-        .limit(MAX_HOST_HISTORY * len(hosts))
-    )
-    for host, occurred_at in rows:
-        history[host].append(occurred_at)
-    return {host: tuple(sorted(times)) for host, times in history.items()}
-
-
 @dataclass(frozen=True)
 class QuarantinedHost:
     host: str
@@ -333,37 +310,6 @@ def restart_outcomes(
         .limit(MAX_OUTCOMES)
     )
     return tuple(sorted(RestartOutcome(at, result == "failed_again") for at, result in rows if at))
-
-
-def sightings_of(
-    session: Session, breaker: SignatureBreaker, keys: Iterable[str], now: dt.datetime
-) -> dict[str, list[Sighting]]:
-    """The failed runs the policy decided with each of these signatures inside the breaker's
-    lookback (the latest `MAX_SIGHTINGS` each), oldest first; none from before an operator
-    last closed it by hand. One statement for them all."""
-    found: dict[str, list[Sighting]] = {key: [] for key in keys}
-    closed = FailureSignature.closed_at
-    each = [
-        select(Decision.signature, Decision.created_at, Execution.execution_id, Execution.job_id)
-        .join(Execution, Execution.id == Decision.execution_pk)
-        .outerjoin(FailureSignature, FailureSignature.key == Decision.signature)
-        .where(
-            Decision.signature == key,
-            Decision.origin == "policy",
-            Decision.created_at >= now - breaker.lookback,
-            Decision.created_at <= now,
-            closed.is_(None) | (Decision.created_at > closed),
-        )
-        .order_by(Decision.created_at.desc())
-        .limit(MAX_SIGHTINGS)
-        for key in found
-    ]
-    query = each[0] if len(each) == 1 else union_all(*(select(q.subquery()) for q in each))
-    for key, at, execution_id, job_id in session.execute(query):
-        found[key].append(Sighting(as_utc(at), execution_id, job_id))
-    for sightings in found.values():
-        sightings.sort()
-    return found
 
 
 @dataclass(frozen=True)

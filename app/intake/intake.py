@@ -77,8 +77,11 @@ writer that ran ahead would fill the inbox faster than it drains, each delivery 
 longer for its decision, while the CPU it took to store them is taken from applying. At one
 batch ahead, the processor always finds a full batch waiting and none waits long."""
 BACKLOG_WAIT = 0.5
-"""How long the writer waits, at most, for the backlog to drain below `BACKLOG_LIMIT`: a
-processor that stalls slows callbacks down, it does not stop them being stored."""
+"""How long the writer waits, at most, for the backlog to drain below `BACKLOG_LIMIT`. A
+processor that stalls (a long batch: a spool replayed, a batch retried one execution at a
+time) holds callbacks back once by this much, not once a batch: the writer does not wait
+for it again until it finishes a batch (`Backlog.wait_below`), so no callback waits its
+way to a 503."""
 
 
 # The database did not answer, or not in time: spool and answer anyway.

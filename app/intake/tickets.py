@@ -53,17 +53,29 @@ class Backlog:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self.size = 0
+        self._batches = 0  # batches the processor has finished
+        self._stalled_at = -1  # `_batches` when a wait last ran out
 
     def add(self, count: int) -> None:
+        """`count` more wait (stored), or fewer (a negative count: a batch applied)."""
         with self._changed:
             self.size += count
             if count < 0:
+                self._batches += 1
                 self._changed.notify_all()
 
     def wait_below(self, limit: int, timeout: float) -> bool:
-        """Until fewer than `limit` wait, or `timeout` seconds; whether they do."""
+        """Until fewer than `limit` wait, or `timeout` seconds; whether they do. A processor
+        that finished no batch since a wait last ran out is not waited for again until it
+        does: it has stalled, and every wait would only add `timeout` to callbacks' answers
+        (the writer stores at its own pace meanwhile)."""
         with self._changed:
-            return self._changed.wait_for(lambda: self.size < limit, timeout)
+            if self._batches == self._stalled_at:
+                return self.size < limit
+            if self._changed.wait_for(lambda: self.size < limit, timeout):
+                return True
+            self._stalled_at = self._batches
+            return False
 
 
 def take(

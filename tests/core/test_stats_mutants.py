@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core.history import host_failure_times
 from app.core.ingest import ingest_and_decide, parse_deliveries
 from app.core.operator import pause_automatic
 from app.core.stats import (
     as_utc,
     budget_count,
     budget_usage,
-    host_failure_times,
     pause_reason,
     pauses_for,
     restart_outcomes,
@@ -275,5 +275,30 @@ def test_host_history_keeps_the_latest_five_hundred_failures_per_host(
     with sessions() as session:
         history = host_failure_times(session, LIMITS, ["web1", "web2"], NOW)
 
-    assert history["web1"] == tuple(times[1:])  # 500 per host asked about: the latest 1000
+    assert history["web1"] == tuple(times[-500:])
     assert history["web2"] == ()
+
+
+def test_a_host_failing_often_crowds_out_no_other_hosts_history(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Asked about together (a batch of decisions), each host still gets its own latest
+    failures, however many more another host has had since."""
+    pk = execution(sessions, "exec-a")
+    quiet = ago(minutes=80)
+    times = [ago(minutes=60) + dt.timedelta(seconds=n) for n in range(1001)]
+    add_failure(sessions, pk, "web2", quiet)
+    with transaction(sessions) as session:
+        session.execute(
+            insert(HostFailure),
+            [
+                {"execution_pk": pk, "run_index": 10 + n, "host": "web1",
+                 "failure_class": "unknown", "occurred_at": at}
+                for n, at in enumerate(times)
+            ],
+        )  # fmt: skip
+
+    with sessions() as session:
+        history = host_failure_times(session, LIMITS, ["web1", "web2"], NOW)
+
+    assert history == {"web1": tuple(times[-500:]), "web2": (quiet,)}

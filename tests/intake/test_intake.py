@@ -21,7 +21,7 @@ from app.core.inbox import MAX_ATTEMPTS, store
 from app.db import utcnow
 from app.extensions import get_runtime
 from app.intake import intake as intake_module
-from app.intake.tickets import Ticket
+from app.intake.tickets import Backlog, Ticket
 from app.models import Decision, Event, Execution, HostFailure
 from tests.conftest import CALLBACK_TOKEN
 from tests.feed import event, failing_run_events
@@ -420,3 +420,31 @@ def test_a_stalled_processor_slows_the_writer_down_but_does_not_stop_it(
     assert counts(durable) == {"events": 2, "pending": 2, "decisions": 0}
     released.set()
     eventually(lambda: counts(durable)["pending"] == 0, "both applied")
+
+
+def test_the_writer_waits_for_a_stalled_processor_once_not_once_a_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Waiting on a processor that does not move would only add to every answer (up to a
+    503 once the answer's timeout runs out): after a wait ran out, the writer waits again
+    only once the processor has finished a batch."""
+    backlog = Backlog()
+    waits: list[float] = []
+    real_wait_for = backlog._changed.wait_for
+
+    def counted(predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        waits.append(timeout or 0.0)
+        return real_wait_for(predicate, 0)
+
+    monkeypatch.setattr(backlog._changed, "wait_for", counted)
+    backlog.add(5)
+
+    assert backlog.wait_below(1, 0.5) is False  # ran out: the processor is stalled
+    assert backlog.wait_below(1, 0.5) is False
+    assert backlog.wait_below(1, 0.5) is False
+    assert waits == [0.5]  # waited once
+    backlog.add(-2)  # a batch finished: it moves again
+    assert backlog.wait_below(1, 0.5) is False
+    assert waits == [0.5, 0.5]
+    backlog.add(-3)
+    assert backlog.wait_below(1, 0.5) is True
