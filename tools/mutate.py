@@ -105,6 +105,7 @@ PATTERNS = (
     "app.core.decisions.*",
     "app.core.outbox.*",
     "app.core.lifecycle.*",
+    "app.core.history.*",
     *(
         f"app.core.stats.x_{name}__mutmut_*"
         for name in (
@@ -112,7 +113,6 @@ PATTERNS = (
             "counted_restarts",
             "budget_count",
             "budget_usage",
-            "host_failure_times",
             "restart_outcomes",
             "pauses_for",
             "pause_reason",
