@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,12 +28,16 @@ def transaction(app: Flask) -> Iterator[Session]:
 
 @contextmanager
 def counted_statements(engines: Engine | type[Engine]) -> Iterator[list[str]]:
-    """The SQL statements an engine runs meanwhile (or every engine, given the class: a
-    command builds its own)."""
+    """The SQL statements an engine runs meanwhile on this thread (or every engine, given
+    the class: a command builds its own). The app's own threads (the intake's sweep, the
+    dispatcher) use the same engine whenever they are due, and their statements are not
+    the ones counted."""
     statements: list[str] = []
+    caller = threading.get_ident()
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
+        if threading.get_ident() == caller:
+            statements.append(statement)
 
     event.listen(engines, "before_cursor_execute", record)
     try:
