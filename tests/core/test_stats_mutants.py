@@ -257,20 +257,27 @@ def test_moments_are_utc_whatever_the_machines_time_zone() -> None:
     assert (aware, aware.utcoffset()) == (NOW, dt.timedelta(0))
 
 
-def test_host_history_keeps_the_latest_five_hundred_failures_per_host(
-    sessions: sessionmaker[Session],
-) -> None:
-    pk = execution(sessions, "exec-a")
+def flapping(sessions: sessionmaker[Session], pk: int, host: str) -> list[dt.datetime]:
+    """1,001 failures of `host` from an hour ago on, a second apart; their times, oldest
+    first."""
     times = [ago(minutes=60) + dt.timedelta(seconds=n) for n in range(1001)]
     with transaction(sessions) as session:
         session.execute(
             insert(HostFailure),
             [
-                {"execution_pk": pk, "run_index": 10 + n, "host": "web1",
+                {"execution_pk": pk, "run_index": 10 + n, "host": host,
                  "failure_class": "unknown", "occurred_at": at}
                 for n, at in enumerate(times)
             ],
         )  # fmt: skip
+    return times
+
+
+def test_host_history_keeps_the_latest_five_hundred_failures_per_host(
+    sessions: sessionmaker[Session],
+) -> None:
+    pk = execution(sessions, "exec-a")
+    times = flapping(sessions, pk, "web1")
 
     with sessions() as session:
         history = host_failure_times(session, LIMITS, ["web1", "web2"], NOW)
@@ -286,17 +293,8 @@ def test_a_host_failing_often_crowds_out_no_other_hosts_history(
     failures, however many more another host has had since."""
     pk = execution(sessions, "exec-a")
     quiet = ago(minutes=80)
-    times = [ago(minutes=60) + dt.timedelta(seconds=n) for n in range(1001)]
     add_failure(sessions, pk, "web2", quiet)
-    with transaction(sessions) as session:
-        session.execute(
-            insert(HostFailure),
-            [
-                {"execution_pk": pk, "run_index": 10 + n, "host": "web1",
-                 "failure_class": "unknown", "occurred_at": at}
-                for n, at in enumerate(times)
-            ],
-        )  # fmt: skip
+    times = flapping(sessions, pk, "web1")
 
     with sessions() as session:
         history = host_failure_times(session, LIMITS, ["web1", "web2"], NOW)
