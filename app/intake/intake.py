@@ -325,7 +325,7 @@ class Intake:
     # --- the processor ----------------------------------------------------------------------
 
     def _to_process(self, ticket: Ticket) -> None:
-        self._backlog.add(ticket.accepted)
+        self._backlog.stored(ticket.accepted)
         self._stored.put(ticket)
 
     def _process_loop(self) -> None:
@@ -339,7 +339,8 @@ class Intake:
             except Exception:
                 log.exception("the intake processor failed; pending deliveries stay pending")
             finally:
-                self._backlog.add(-sum(t.accepted for t in tickets))
+                if tickets:
+                    self._backlog.applied(sum(t.accepted for t in tickets))
             if stop:
                 return
 

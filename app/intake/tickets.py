@@ -56,13 +56,16 @@ class Backlog:
         self._batches = 0  # batches the processor has finished
         self._stalled_at = -1  # `_batches` when a wait last ran out
 
-    def add(self, count: int) -> None:
-        """`count` more wait (stored), or fewer (a negative count: a batch applied)."""
+    def stored(self, count: int) -> None:
         with self._changed:
             self.size += count
-            if count < 0:
-                self._batches += 1
-                self._changed.notify_all()
+
+    def applied(self, count: int) -> None:
+        """The processor finished a batch (applied, or given up on) of `count` of them."""
+        with self._changed:
+            self.size -= count
+            self._batches += 1
+            self._changed.notify_all()
 
     def wait_below(self, limit: int, timeout: float) -> bool:
         """Until fewer than `limit` wait, or `timeout` seconds; whether they do. A processor

@@ -437,14 +437,14 @@ def test_the_writer_waits_for_a_stalled_processor_once_not_once_a_batch(
         return real_wait_for(predicate, 0)
 
     monkeypatch.setattr(backlog._changed, "wait_for", counted)
-    backlog.add(5)
+    backlog.stored(5)
 
     assert backlog.wait_below(1, 0.5) is False  # ran out: the processor is stalled
     assert backlog.wait_below(1, 0.5) is False
     assert backlog.wait_below(1, 0.5) is False
     assert waits == [0.5]  # waited once
-    backlog.add(-2)  # a batch finished: it moves again
+    backlog.applied(2)  # a batch finished: it moves again
     assert backlog.wait_below(1, 0.5) is False
     assert waits == [0.5, 0.5]
-    backlog.add(-3)
+    backlog.applied(3)
     assert backlog.wait_below(1, 0.5) is True
