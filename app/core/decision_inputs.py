@@ -184,7 +184,7 @@ class BatchInputs:
     changes them (what another process records while this one waits for the lock counts
     from the next batch on). The signatures' sightings, and when an operator last closed
     them, are read under it, and each decision the batch stores is added to them
-    (`sighted`) as the next one's query would find it."""
+    (`decided`) as the next one's query would find it."""
 
     failed_hosts: dict[tuple[int, int], tuple[PolicyHostFailure, ...]]
     host_times: dict[str, tuple[dt.datetime, ...]]
@@ -195,11 +195,15 @@ class BatchInputs:
     def hosts_of(self, execution: Execution) -> tuple[PolicyHostFailure, ...]:
         return self.failed_hosts.get((execution.id, execution.run_index), ())
 
-    def sighted(self, key: str, sighting: Sighting) -> None:
-        """A decision with signature `key` was stored, as `sightings_of` would find it: not
-        when an operator closed the breaker at its time or later."""
-        found = self.sightings.get(key)
-        closed = self.closed.get(key)
+    def decided(self, inputs: DecisionInput) -> None:
+        """The decision on `inputs` was stored: its own sighting (the last of the input's)
+        counts for the batch's later decisions, as `sightings_of` would find it; not when an
+        operator closed the breaker at its time or later."""
+        if inputs.signature is None or not inputs.signature_sightings:
+            return
+        sighting = inputs.signature_sightings[-1]
+        found = self.sightings.get(inputs.signature.key)
+        closed = self.closed.get(inputs.signature.key)
         if found is not None and (closed is None or sighting.at > closed):
             bisect.insort(found, sighting)
             del found[:-MAX_SIGHTINGS]

@@ -47,7 +47,6 @@ from app.policy import (
     DecisionInput,
     Policy,
     ReasonCode,
-    Sighting,
     Signature,
     decide_restart,
 )
@@ -355,9 +354,8 @@ def decide_failed_runs(
             inputs = refreshed_input(session, policy, execution, earlier)
         decision = decide_restart(policy, inputs)
         stored = store_decision(session, execution, decision, key, now)
-        if batch is not None and decision.signature is not None:
-            sighting = Sighting(now, execution.execution_id, execution.job_id)
-            batch.sighted(decision.signature.key, sighting)
+        if batch is not None:
+            batch.decided(inputs)
         tell_gave_up(session, policy, execution, decision, stored.decision, now)
         result.queued += stored.restart is not None and decision.restart
         result.held += decision.held

@@ -17,8 +17,9 @@ from app.core.history import sightings_of
 from app.core.ingest import ingest_and_decide, parse_deliveries
 from app.db import transaction
 from app.models import Decision, Execution, FailureSignature
-from app.policy import Sighting, SignatureBreaker, parse_policy
+from app.policy import DecisionInput, Sighting, Signature, SignatureBreaker, parse_policy
 from tests.feed import failing_run_events
+from tests.policy.helpers import make_input
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 BREAKER = SignatureBreaker()
@@ -96,13 +97,22 @@ def test_sightings_leave_out_what_came_before_the_breaker_was_closed(
     assert [s.at for s in found["sig"]] == [ago(1)]
 
 
+def decided_on(key: str, sighting: Sighting) -> DecisionInput:
+    """The input of a decision with signature `key`, whose own sighting is `sighting`."""
+    return make_input(
+        now=sighting.at,
+        signature=Signature(key, "task_failed", "x"),
+        signature_sightings=(sighting,),
+    )
+
+
 def test_a_batch_adds_its_decisions_sightings_unless_the_breaker_was_closed_since() -> None:
     batch = BatchInputs({}, {}, (), sightings={"open": [], "closed": []})
     batch.closed = {"closed": NOW}
 
     for key in ("open", "closed", "unread"):
-        batch.sighted(key, Sighting(NOW, "exec-1", "job-1"))
-    batch.sighted("closed", Sighting(NOW + dt.timedelta(seconds=1), "exec-2", "job-1"))
+        batch.decided(decided_on(key, Sighting(NOW, "exec-1", "job-1")))
+    batch.decided(decided_on("closed", Sighting(NOW + dt.timedelta(seconds=1), "exec-2", "job-1")))
 
     assert batch.sightings == {
         "open": [Sighting(NOW, "exec-1", "job-1")],
