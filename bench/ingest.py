@@ -174,16 +174,18 @@ def respawn(
     return served(argv, env, log, port)
 
 
-def processed_events(database_url: str) -> int:
-    """Events stored and applied (not waiting in the inbox)."""
+def inbox_events(database_url: str) -> tuple[int, int]:
+    """Events stored and applied, and those still waiting in the inbox (pending)."""
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:
             columns = {c["name"] for c in inspect(connection).get_columns("events")}
-            query = select(func.count()).select_from(Event)
-            if "pending" in columns:
-                query = query.where(text("NOT pending"))
-            return int(connection.execute(query).scalar_one())
+            if "pending" not in columns:  # a schema from before the inbox
+                return int(connection.execute(select(func.count()).select_from(Event)).one()[0]), 0
+            applied = func.count().filter(text("NOT pending"))
+            waiting = func.count().filter(text("pending"))
+            row = connection.execute(select(applied, waiting).select_from(Event)).one()
+            return int(row[0]), int(row[1])
     finally:
         engine.dispose()
 
@@ -194,25 +196,14 @@ LAG_BUCKET = re.compile(r'^respawn_processing_lag_seconds_bucket\{le="([^"]+)"\}
 def processing_lag(base: str) -> tuple[float, float]:
     """From /metrics: the share of callbacks processed within 1 s of their arrival, and the
     bucket bound that 99% were processed within."""
-    text = requests.get(f"{base}/metrics", timeout=10).text
-    buckets = sorted((float(le), float(count)) for le, count in LAG_BUCKET.findall(text))
+    exposition = requests.get(f"{base}/metrics", timeout=10).text
+    buckets = sorted((float(le), float(count)) for le, count in LAG_BUCKET.findall(exposition))
     total = buckets[-1][1] if buckets else 0.0
     if not total:
         return 0.0, math.inf
     within_1s = next(count for le, count in buckets if le >= 1.0) / total
     p99 = next(le for le, count in buckets if count >= 0.99 * total)
     return within_1s, p99
-
-
-def pending_events(database_url: str) -> int:
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            return int(
-                connection.execute(text("SELECT count(*) FROM events WHERE pending")).scalar_one()
-            )
-    finally:
-        engine.dispose()
 
 
 @dataclass
@@ -249,8 +240,7 @@ def _measure(ctx: Context, kind: str, per_body: int, seconds: float) -> list[Row
     with ctx.databases.database(kind) as url:
         with respawn(url, ctx.folder(f"ingest-instance-{kind}"), scratch / "respawn.log") as base:
             result = wrk(base + path, bodies, seconds)
-            processed = processed_events(url)
-            pending = pending_events(url)
+            processed, pending = inbox_events(url)
             lag = processing_lag(base)
         rows.append(Row("respawn", result, processed, lag, pending))
     return rows
