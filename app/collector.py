@@ -21,8 +21,9 @@ SQLite: 25-26 ms against 22.7 ms).
 from __future__ import annotations
 
 import gc
-import threading
 import time
+
+from app.threads import start_thread
 
 YOUNG_SECONDS = 0.1
 """How often the young generations (0 and 1) are collected."""
@@ -42,7 +43,7 @@ class PacedCollector:
         """Freeze what is loaded, stop automatic collection, collect from now on."""
         gc.freeze()
         gc.disable()
-        threading.Thread(target=self._run, name="respawn-gc", daemon=True).start()
+        start_thread("respawn-gc", self._run)
 
     def collect(self) -> int:
         """One round: the young generations, or everything every `full_every` rounds; how

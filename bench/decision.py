@@ -23,7 +23,7 @@ from app.policy import (
     decide_restart,
     parse_policy,
 )
-from app.policy.model import MESSAGE_SCAN_LIMIT
+from app.policy.patterns import MESSAGE_SCAN_LIMIT
 from bench import feed
 from bench.common import PROJECT_POLICY, Context, interleave, ratio, table, times, us
 

@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from sqlalchemy import func, inspect, select, text
 
 from app.db import make_engine, utcnow
 from app.models import Event
-from bench import feed
+from bench import cpu, feed
 from bench.baselines import create_naive_table
 from bench.common import CALLBACK_TOKEN, PROJECT, Context, free_port, table
 
@@ -117,11 +117,22 @@ def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> Non
     raise RuntimeError(f"server did not become healthy: {log.read_text()[-2000:]}")
 
 
+class Served(str):
+    """A served subject's base URL, which also knows the server's process id."""
+
+    pid: int
+
+    def __new__(cls, base: str, pid: int) -> Served:
+        served = super().__new__(cls, base)
+        served.pid = pid
+        return served
+
+
 @contextmanager
-def served(argv: list[str], env: dict[str, str], log: Path, port: int) -> Iterator[str]:
+def served(argv: list[str], env: dict[str, str], log: Path, port: int) -> Iterator[Served]:
     with log.open("wb") as out:
         process = subprocess.Popen(argv, cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    base = Served(f"http://127.0.0.1:{port}", process.pid)
     try:
         _wait_healthy(base, process, log)
         yield base
@@ -213,10 +224,23 @@ class Row:
     events: int  # events that count: posted (baselines) or fully processed (respawn)
     lag: tuple[float, float] | None = None  # respawn: share within 1 s, p99 bucket
     pending: int = 0  # respawn: deliveries still in the inbox at the end of the run
+    cpu: dict[str, float] = field(default_factory=dict)  # the workers' CPU seconds, by part
 
     @property
     def rate(self) -> float:
         return self.events / self.result.seconds
+
+    def cpu_ms(self, *parts: str) -> float:
+        """The workers' CPU per event that counts, in ms (in these parts, or all)."""
+        spent = sum(self.cpu.get(p, 0.0) for p in parts) if parts else sum(self.cpu.values())
+        return spent * 1000 / max(self.events, 1)
+
+
+def _loaded(base: Served, bodies: Path, seconds: float) -> tuple[WrkResult, dict[str, float]]:
+    """wrk's result against `base`, and the CPU its workers spent meanwhile, by part."""
+    before = cpu.snapshot(base.pid)
+    result = wrk(base + f"/callbacks/{CALLBACK_TOKEN}", bodies, seconds)
+    return result, cpu.spent(before, cpu.snapshot(base.pid))
 
 
 def _measure(ctx: Context, kind: str, per_body: int, seconds: float) -> list[Row]:
@@ -227,22 +251,21 @@ def _measure(ctx: Context, kind: str, per_body: int, seconds: float) -> list[Row
     now_ms = int(time.time() * 1000)
     events = feed.flat(feed.feed(executions, 7, start_ms=now_ms - executions * 1000))
     write_bodies(bodies, events, per_body)
-    path = f"/callbacks/{CALLBACK_TOKEN}"
     rows: list[Row] = []
     with baseline("parse_app", None, scratch / "parse.log") as base:
-        result = wrk(base + path, bodies, seconds)
-        rows.append(Row("parse only", result, result.requests * per_body))
+        result, spent = _loaded(base, bodies, seconds)
+        rows.append(Row("parse only", result, result.requests * per_body, cpu=spent))
     with ctx.databases.database(kind) as url:
         create_naive_table(url)
         with baseline("naive_app", url, scratch / "naive.log") as base:
-            result = wrk(base + path, bodies, seconds)
-        rows.append(Row("naive receiver", result, result.requests * per_body))
+            result, spent = _loaded(base, bodies, seconds)
+        rows.append(Row("naive receiver", result, result.requests * per_body, cpu=spent))
     with ctx.databases.database(kind) as url:
         with respawn(url, ctx.folder(f"ingest-instance-{kind}"), scratch / "respawn.log") as base:
-            result = wrk(base + path, bodies, seconds)
+            result, spent = _loaded(base, bodies, seconds)
             processed, pending = inbox_events(url)
             lag = processing_lag(base)
-        rows.append(Row("respawn", result, processed, lag, pending))
+        rows.append(Row("respawn", result, processed, lag, pending, spent))
     return rows
 
 
@@ -257,9 +280,11 @@ def run(ctx: Context) -> None:
     )
     for per_body, label in ((1, "single events"), (BATCH, f"arrays of {BATCH}")):
         printed: list[list[str]] = []
+        spending: list[list[str]] = []
         for kind in ctx.databases.kinds:
             rows = _measure(ctx, kind, per_body, seconds)
             naive = next(r for r in rows if r.subject == "naive receiver")
+            spending += _cpu_rows(kind, rows, naive)
             for row in rows:
                 printed.append(
                     [
@@ -283,6 +308,33 @@ def run(ctx: Context) -> None:
             "lag (respawn): callbacks applied and decided within 1 s of arriving, the bound 99%\n"
             "were within, and the deliveries still waiting in the inbox when the run ended.",
         )
+        if spending:
+            table(
+                f"{label}: where the workers' CPU goes",
+                ["db", "subject", "ms/event", *cpu.PARTS, "x naive", "web x naive"],
+                spending,
+                "ms/event: CPU of both worker processes per event counted (as events/s\n"
+                "above), by thread: web (gunicorn and the request threads), the intake's\n"
+                "writer and processor, other background threads (app/threads.py names them);\n"
+                "x naive: the whole, and the web threads alone, to the naive receiver's whole.",
+            )
+
+
+def _cpu_rows(kind: str, rows: list[Row], naive: Row) -> list[list[str]]:
+    if not cpu.available() or not naive.cpu:
+        return []
+    floor = naive.cpu_ms()
+    return [
+        [
+            kind,
+            row.subject,
+            f"{row.cpu_ms():.3f}",
+            *(f"{row.cpu_ms(part):.3f}" for part in cpu.PARTS),
+            f"{row.cpu_ms() / floor:.2f}x",
+            f"{row.cpu_ms('web') / floor:.2f}x",
+        ]
+        for row in rows
+    ]
 
 
 def _lag(row: Row) -> str:

@@ -20,6 +20,7 @@ from app.dispatcher.reconciler import JOB_REFRESH_INTERVAL, Reconciler, refresh_
 from app.runner.client import RunnerClient
 from app.runner.factory import make_runner_client
 from app.runtime import Runtime
+from app.threads import start_thread
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +148,7 @@ class Background:
             )
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
-        thread = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
-        thread.start()
-        self.threads.append(thread)
+        self.threads.append(start_thread(name, target, self.stop_event))
 
     def stop(self, timeout: float = 15.0) -> None:
         self.stop_event.set()

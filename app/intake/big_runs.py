@@ -21,6 +21,7 @@ from app.core.claims import ClaimedRestart, claim_when_queued, claimed_when_queu
 from app.core.decisions import DecideResult
 from app.db import read_only, transaction, utcnow
 from app.policy import Policy
+from app.threads import start_thread
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,7 @@ class BigRuns:
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="respawn-intake-big-runs", daemon=True
-                )
-                self._thread.start()
+                self._thread = start_thread("respawn-intake-big-runs", self._loop)
 
     def close(self, timeout: float) -> None:
         """Decide what was handed over, then stop."""

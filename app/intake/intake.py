@@ -56,6 +56,7 @@ from app.intake.spool import Spool, Spooled
 from app.intake.tickets import MAX_BATCH, Answer, Backlog, Ticket, take, take_more
 from app.policy import Policy
 from app.runner.documents import ExecutionDocument, StatusEvent
+from app.threads import start_thread
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +162,7 @@ class Intake:
                 ("respawn-intake-writer", self._write_loop),
                 ("respawn-intake-processor", self._process_loop),
             ):
-                thread = threading.Thread(target=target, name=name, daemon=True)
-                thread.start()
-                self._threads.append(thread)
+                self._threads.append(start_thread(name, target))
 
     def close(self, timeout: float = 10.0) -> None:
         """Store and process what was handed over, then stop."""
