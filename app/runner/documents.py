@@ -304,9 +304,10 @@ def _read_fields(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any] | No
     """`schema.load(data)` for the declared fields, read as the schema reads them (each
     field's own `deserialize`, a missing one as `missing`), without the schema's bookkeeping
     of errors: None at the first field that refuses, for `schema.load` to name every
-    refusal. These schemas have no hooks or schema-level validators, and the callers read
-    unknown fields from `data` itself. About a fifth of `schema.load`'s CPU for a status
-    event, which the receiver reads for every one (docs/BENCHMARKS.md)."""
+    refusal. These schemas have no hooks or schema-level validators (a test holds them to
+    it), and the callers read unknown fields from `data` itself. A status event, which the
+    receiver reads for every one, is parsed in about two thirds of the CPU (21 against
+    30 us, docs/BENCHMARKS.md)."""
     loaded: dict[str, Any] = {}
     try:
         for name, field in schema.load_fields.items():

@@ -103,6 +103,12 @@ def test_a_document_reads_as_its_schema_reads_it(data: dict[str, Any]) -> None:
     assert _same(_reading(schema, data), _schema_reading(schema, data))
 
 
+@pytest.mark.parametrize("schema", [documents._EVENT_SCHEMA, documents._DOCUMENT_SCHEMA])
+def test_the_schemas_have_no_hooks_a_field_by_field_reading_would_skip(schema: Schema) -> None:
+    """`pre_load`, `post_load` and `validates_schema` run in `schema.load` only."""
+    assert not any(type(schema)._hooks.values())
+
+
 def test_a_plain_event_is_read_without_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     """The field-by-field reading is what runs for a body whose fields all read."""
 
