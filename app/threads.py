@@ -1,16 +1,15 @@
 """respawn's background threads, named for the operating system too.
 
-Python names a thread for itself only; `top -H`, `ps -L` and `/proc/PID/task/*/comm` show
-every thread of a process as the process. Each thread started here names itself on Linux
-(its Python name without `respawn-`, cut to the 15 bytes the kernel keeps), so an operator
-sees which one spends the CPU (docs/operations.md), and the ingest benchmark splits a
-worker's CPU the same way (docs/BENCHMARKS.md).
+Python before 3.14 names a thread for itself only; `top -H`, `ps -L` and
+`/proc/PID/task/*/comm` show every thread of a process as the process. Each thread started
+here names itself on Linux (its Python name without `respawn-`, cut to the 15 bytes the
+kernel keeps), so an operator sees which one spends the CPU (docs/operations.md), and the
+ingest benchmark splits a worker's CPU the same way (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import sys
 import threading
@@ -30,10 +29,11 @@ def os_name(name: str) -> str:
 
 
 def _load_libc() -> Any:
+    """The C library's functions, as loaded into this process (no `ldconfig` search)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        return ctypes.CDLL(None)
     except OSError:
         return None
 
@@ -46,7 +46,11 @@ def name_this_thread(name: str) -> None:
     elsewhere or if the kernel refuses)."""
     if _LIBC is None:
         return
-    if _LIBC.prctl(_PR_SET_NAME, os_name(name).encode(), 0, 0, 0) != 0:
+    try:
+        refused = _LIBC.prctl(_PR_SET_NAME, os_name(name).encode(), 0, 0, 0) != 0
+    except (AttributeError, ctypes.ArgumentError):  # no prctl in this C library
+        refused = True
+    if refused:
         log.debug("could not name thread %s for the operating system", name)
 
 

@@ -13,8 +13,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from app.threads import os_name
+
 PARTS = ("web", "writer", "processor", "other")
-_PART_OF = {"intake-writer": "writer", "intake-processo": "processor"}
+_PART_OF = {
+    os_name("respawn-intake-writer"): "writer",
+    os_name("respawn-intake-processor"): "processor",
+}
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 Snapshot = dict[tuple[int, int], tuple[str, float]]
@@ -69,4 +74,6 @@ def spent(before: Snapshot, after: Snapshot) -> dict[str, float]:
 
 
 def available() -> bool:
-    return Path("/proc/self/task").is_dir()
+    """Whether this kernel lists threads and children in /proc (Linux with
+    CONFIG_PROC_CHILDREN)."""
+    return Path(f"/proc/self/task/{os.getpid()}/children").exists()

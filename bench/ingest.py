@@ -321,9 +321,9 @@ def run(ctx: Context) -> None:
 
 
 def _cpu_rows(kind: str, rows: list[Row], naive: Row) -> list[list[str]]:
-    if not cpu.available() or not naive.cpu:
-        return []
     floor = naive.cpu_ms()
+    if not cpu.available() or floor <= 0:
+        return []
     return [
         [
             kind,

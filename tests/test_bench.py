@@ -75,9 +75,7 @@ def test_cpu_goes_to_the_part_its_thread_is_named_for() -> None:
             assert child.stdout.readline() == "spun\n"
             spent = cpu.spent(before, cpu.threads_of(child.pid))
         finally:
-            child.stdin.write("done\n")
-            child.stdin.flush()
-            child.wait(10)
+            child.kill()  # whatever state it is in: a failure above stays the one reported
     assert spent["writer"] >= 0.3
     assert spent["other"] >= 0.1
     assert spent["processor"] == 0

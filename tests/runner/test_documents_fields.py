@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from marshmallow import Schema, ValidationError
+from marshmallow import INCLUDE, Schema, ValidationError
 
 from app.runner import documents
 from app.runner.documents import DocumentError, parse_execution_document, parse_status_event
@@ -48,6 +48,43 @@ DOCUMENT_KEYS = (
     "repository_log",
     "is_vpn_established",
     "x",
+)
+# Mostly readable values, so that most bodies take the field-by-field reading.
+ids = st.one_of(
+    st.text(alphabet="abcdef0123456789-_:", min_size=1, max_size=36),
+    st.integers(min_value=0, max_value=10**12),
+    st.sampled_from([" padded ", "job-1"]),
+)
+epoch = st.one_of(
+    st.integers(min_value=0, max_value=2**45),
+    st.floats(min_value=0, max_value=2e12),
+    st.sampled_from(["1700000000", "1700000000000.5"]),
+)
+readable_timers = st.lists(
+    st.fixed_dictionaries({}, optional={"start": st.none() | epoch, "end": st.none() | epoch}),
+    max_size=3,
+)
+readable_events = st.fixed_dictionaries(
+    {
+        "execution_id": ids,
+        "event_type": st.sampled_from(["runner_on_ok", " Runner_On_Failed ", "playbook_result"]),
+    },
+    optional={"id": st.none() | ids, "job_id": st.none() | ids, "account_alias": st.none() | ids}
+    | {"timestamp": st.none() | epoch, "message": values, "notifications": values, "x": values},
+)
+readable_documents = st.fixed_dictionaries(
+    {"execution_id": ids},
+    optional={"id": st.none() | ids, "job_id": st.none() | ids, "account_alias": st.none() | ids}
+    | {
+        "status": st.sampled_from(["FAILURE", "running", "init_failure", "weird", 3]),
+        "timers": st.none() | readable_timers,
+        "start": st.none() | epoch,
+        "end": st.none() | epoch,
+        "failed_hosts": st.none() | st.lists(ids, max_size=3),
+        "repository_log": st.none() | st.text(max_size=20),
+        "is_vpn_established": st.none() | st.booleans(),
+        "x": values,
+    },
 )
 events = st.fixed_dictionaries(
     {"event_type": st.one_of(st.text(max_size=70), values)},
@@ -89,6 +126,44 @@ def _same(left: Any, right: Any) -> bool:
     return bool(left == right)
 
 
+def _fields_read_as_the_schema_reads_them(schema: Schema, data: dict[str, Any]) -> bool:
+    """The field-by-field reading on its own: the schema's values when it gives any, and
+    None exactly when the schema refuses."""
+    read = documents._read_fields(schema, data)
+    expected = _schema_reading(schema, data)
+    if read is None:
+        return "refused" in expected
+    return _same({"read": read}, expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(readable_events, events))
+def test_an_event_is_read_field_by_field_as_its_schema_reads_it(data: dict[str, Any]) -> None:
+    assert _fields_read_as_the_schema_reads_them(documents._EVENT_SCHEMA, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(readable_documents, documents_))
+def test_a_document_is_read_field_by_field_as_its_schema_reads_it(data: dict[str, Any]) -> None:
+    assert _fields_read_as_the_schema_reads_them(documents._DOCUMENT_SCHEMA, data)
+
+
+def test_readable_bodies_take_the_field_by_field_reading() -> None:
+    """The strategies above reach the reading itself, not only the schema's refusals."""
+    found = {"events": 0, "documents": 0}
+
+    @settings(max_examples=100, deadline=None, database=None)
+    @given(readable_events, readable_documents)
+    def count(event: dict[str, Any], document: dict[str, Any]) -> None:
+        found["events"] += documents._read_fields(documents._EVENT_SCHEMA, event) is not None
+        found["documents"] += (
+            documents._read_fields(documents._DOCUMENT_SCHEMA, document) is not None
+        )
+
+    count()
+    assert found["events"] >= 50 and found["documents"] >= 50
+
+
 @settings(max_examples=400, deadline=None)
 @given(events)
 def test_an_event_reads_as_its_schema_reads_it(data: dict[str, Any]) -> None:
@@ -104,9 +179,15 @@ def test_a_document_reads_as_its_schema_reads_it(data: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("schema", [documents._EVENT_SCHEMA, documents._DOCUMENT_SCHEMA])
-def test_the_schemas_have_no_hooks_a_field_by_field_reading_would_skip(schema: Schema) -> None:
-    """`pre_load`, `post_load` and `validates_schema` run in `schema.load` only."""
+def test_the_schemas_have_nothing_a_field_by_field_reading_would_skip(schema: Schema) -> None:
+    """`pre_load`, `post_load` and `validates_schema` run in `schema.load` only, and so does
+    refusing unknown fields (with `unknown` other than INCLUDE) or a partial load."""
     assert not any(type(schema)._hooks.values())
+    assert schema.unknown == INCLUDE
+    assert schema.partial is None
+    assert all(
+        field.data_key is None and field.attribute is None for field in schema.fields.values()
+    )
 
 
 def test_a_plain_event_is_read_without_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
