@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, func, literal, select, tuple_
 from sqlalchemy.orm import Session
 
-from app.core.history import closed_at, host_failure_times, sightings_of
+from app.core.history import closed_at, host_failure_times, sightings_for, sightings_of
 from app.core.stats import (
     MAX_SIGHTINGS,
     PAUSE_QUERIES,
@@ -261,7 +261,7 @@ def _sightings(
     if batch is not None and signature.key in batch.sightings:
         earlier = tuple(batch.sightings[signature.key])
     else:
-        earlier = tuple(sightings_of(session, breaker, [signature.key], now)[signature.key])
+        earlier = tuple(sightings_for(session, breaker, signature.key, now))
     return (*earlier, Sighting(now, execution.execution_id, execution.job_id))
 
 

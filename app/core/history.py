@@ -105,6 +105,13 @@ def sightings_of(
     return found
 
 
+def sightings_for(
+    session: Session, breaker: SignatureBreaker, key: str, now: dt.datetime
+) -> list[Sighting]:
+    """`sightings_of` for one signature."""
+    return sightings_of(session, breaker, [key], now)[key]
+
+
 def closed_at(session: Session, keys: Iterable[str]) -> dict[str, dt.datetime]:
     """When an operator last closed each of these signatures' breakers, for those closed."""
     rows = session.execute(

@@ -23,7 +23,7 @@ from app import metrics
 from app.core.decision_inputs import decision_input
 from app.core.decisions import store_decision, tell_gave_up
 from app.core.errors import NotFound
-from app.core.history import sightings_of
+from app.core.history import sightings_for
 from app.core.lifecycle import transition
 from app.core.operator import record_audit
 from app.db import lock_decisions
@@ -48,7 +48,7 @@ def _state(session: Session, policy: Policy, key: str, now: dt.datetime) -> Sign
     breaker = policy.signature_breaker
     if breaker is None:
         return None
-    return signature_state(breaker, sightings_of(session, breaker, [key], now)[key], now)
+    return signature_state(breaker, sightings_for(session, breaker, key, now), now)
 
 
 def any_held(session: Session) -> bool:
@@ -175,7 +175,7 @@ def _view(
     session: Session, policy: Policy, row: FailureSignature, now: dt.datetime
 ) -> SignatureView:
     breaker = policy.signature_breaker
-    sightings = sightings_of(session, breaker, [row.key], now)[row.key] if breaker else ()
+    sightings = sightings_for(session, breaker, row.key, now) if breaker else ()
     held = session.scalar(
         select(func.count())
         .select_from(Restart)

@@ -99,7 +99,7 @@ documents_ = st.fixed_dictionaries(
 )
 
 
-def _schema_reading(schema: Schema, data: dict[str, Any]) -> dict[str, Any] | dict[str, Any]:
+def _schema_reading(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
     """What `schema.load` alone makes of `data`: its declared fields, or its messages."""
     try:
         loaded = schema.load(data)
