@@ -70,7 +70,10 @@ def test_filter_the_list_and_keep_the_filters_while_it_refreshes(
         timeout=5000,
     ):
         pass
-    page.wait_for_function("window.__swaps > 0", timeout=5000)
+    # A function, not an expression: Playwright polls an expression string with eval, which
+    # the page's Content Security Policy (script-src 'self') refuses once the first check
+    # finds no swap yet.
+    page.wait_for_function("() => window.__swaps > 0", timeout=5000)
     assert page.locator("#host").input_value() == "web3"
     assert page.locator("table.executions tbody tr").count() == len(statuses)
     screenshots(page, "03-executions-filtered")
