@@ -28,7 +28,13 @@ from app.core.lifecycle import transition
 from app.core.operator import record_audit
 from app.db import lock_decisions
 from app.models import Decision, Execution, FailureSignature, Restart, RestartState
-from app.policy import Policy, SignatureState, decide_restart, signature_state
+from app.policy import (
+    Policy,
+    SignatureBreaker,
+    SignatureState,
+    decide_restart,
+    signature_state,
+)
 from app.runner.documents import FAILED_STATUSES
 
 log = logging.getLogger(__name__)
@@ -153,6 +159,9 @@ class SignatureView:
     """None when the policy has no signature breaker."""
     executions: int
     jobs: tuple[str, ...]
+    lookback: dt.timedelta
+    """`executions` and `jobs` count the failed runs decided with the signature this far back:
+    the breaker's window + cool_down, or the default breaker's when the policy has none."""
     held: int
     last_seen_at: dt.datetime
     closed_by: str | None
@@ -175,7 +184,8 @@ def _view(
     session: Session, policy: Policy, row: FailureSignature, now: dt.datetime
 ) -> SignatureView:
     breaker = policy.signature_breaker
-    sightings = sightings_for(session, breaker, row.key, now) if breaker else ()
+    counting = breaker or SignatureBreaker()
+    sightings = sightings_for(session, counting, row.key, now)
     held = session.scalar(
         select(func.count())
         .select_from(Restart)
@@ -188,6 +198,7 @@ def _view(
         state=signature_state(breaker, sightings, now) if breaker else None,
         executions=len({s.execution_id for s in sightings}),
         jobs=tuple(sorted({s.job_id for s in sightings})),
+        lookback=counting.lookback,
         held=held or 0,
         last_seen_at=row.last_seen_at,
         closed_by=row.closed_by,

@@ -202,11 +202,24 @@ class SignatureSchema(Schema):
     until = fields.Method(
         "_until", allow_none=True, metadata={"type": "string", "format": "date-time"}
     )
-    executions = fields.Integer()
-    jobs = fields.List(fields.String())
+    executions = fields.Integer(
+        metadata={"description": "distinct executions failing with it in the last lookback_s"}
+    )
+    jobs = fields.List(fields.String(), metadata={"description": "their jobs"})
+    lookback_s = fields.Method(
+        "_lookback",
+        metadata={
+            "type": "integer",
+            "description": "seconds back executions and jobs count: the breaker's window "
+            "plus cool_down (the default breaker's when the policy has none)",
+        },
+    )
     held = fields.Integer()
     last_seen_at = fields.AwareDateTime()
     closed_by = fields.String(allow_none=True)
+
+    def _lookback(self, view: Any) -> int:
+        return int(view.lookback.total_seconds())
 
     def _until(self, view: Any) -> str | None:
         state = view.state

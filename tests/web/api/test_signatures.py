@@ -64,6 +64,7 @@ def test_open_signatures_are_listed_with_their_held_restarts(
     assert (signature["executions"], signature["held"]) == (6, 6)
     assert signature["jobs"] == ["job-0", "job-1", "job-2", "job-3"]
     assert signature["failure_class"] == "task_failed"
+    assert signature["lookback_s"] == 25 * 60  # window 10m + cool_down 15m
     assert dt.datetime.fromisoformat(signature["until"]) > dt.datetime.now(dt.UTC)
     (decision,) = detail["decisions"]
     assert (decision["action"], decision["reason_code"]) == ("held", "signature_open")
@@ -89,6 +90,29 @@ def test_closing_a_signature_releases_its_restarts_and_is_audited(
         assert {r.state for r in session.scalars(select(Restart))} == {"pending"}
         (audit,) = session.scalars(select(AuditEntry).where(AuditEntry.action == "close_signature"))
     assert audit.target == signature["key"] and audit.actor.startswith("api:")
+
+
+def test_without_a_signature_breaker_sightings_are_still_counted(
+    make_app: Any, policy_file: Path, api_headers: dict[str, str]
+) -> None:
+    # The breaker is off, yet the page and the API still say how often the failure was seen
+    # lately (over the default breaker's 25 minutes), not "0 executions of 0 jobs".
+    policy_file.write_text(SIGNATURE_POLICY.replace("  per_signature:", "  # per_signature:"))
+    app = make_app()
+    client = app.test_client()
+    burst(client, 3)
+    detail = client.get("/api/v1/executions/exec-git-2", headers=api_headers).get_json()
+    key = detail["decisions"][0]["signature"]
+
+    shown = client.get(f"/api/v1/signatures/{key}", headers=api_headers).get_json()
+    save_user(app, "olivia", "operator", "a-long-test-password")
+    sign_in(client, "olivia", "a-long-test-password")
+    page = client.get("/admin/executions/exec-git-2").get_data(as_text=True)
+
+    assert (shown["open"], shown["until"], shown["lookback_s"]) == (False, None, 25 * 60)
+    assert (shown["executions"], shown["jobs"]) == (3, ["job-0", "job-1", "job-2"])
+    assert "seen in 3 executions of 3 jobs in the last 25 min" in page
+    assert "breaker open" not in page
 
 
 @pytest.mark.parametrize("method", ["get", "post"])
