@@ -67,6 +67,7 @@ def worker_env(
         RESPAWN_RUNNER_READ_TIMEOUT="2.5",
         RESPAWN_LOG_LEVEL="INFO",
         PYTHONPATH=str(PROJECT),
+        PYTHONUNBUFFERED="1",  # its "respawn worker: ..." line reaches the log at once
     )
     env.update(extra)
     return env
@@ -122,8 +123,12 @@ def test_threads_and_worker_processes_race_to_exactly_one_call_each(
     dispatchers = [Dispatcher(get_runtime(rapp), client, name=f"thread-{n}") for n in range(4)]
     threads = [threading.Thread(target=d.run_forever, args=(stop,)) for d in dispatchers]
     env = worker_env(rapp, database_url, policy_file, sim)
-    workers = [spawn_worker(env, tmp_path / f"worker{n}.log") for n in range(2)]
+    logs = [tmp_path / f"worker{n}.log" for n in range(2)]
+    workers = [spawn_worker(env, log) for log in logs]
     try:
+        # The threads wait for both workers to be dispatching: on a loaded machine a worker
+        # can take longer to start than the threads take to send all 120 restarts.
+        wait_until(lambda: all("respawn worker:" in log.read_text() for log in logs), timeout=60)
         for thread in threads:
             thread.start()
         wait_until(settled(rapp, 120), timeout=180)
@@ -142,8 +147,7 @@ def test_threads_and_worker_processes_race_to_exactly_one_call_each(
     assert calls["applied"] == 120
     assert all(counts == {"received": 1, "applied": 1} for counts in calls["by_execution"].values())
     assert {state for state, _, _ in restart_states(rapp)} == {"done"}
-    logs = "".join((tmp_path / f"worker{n}.log").read_text() for n in range(2))
-    assert "restart" in logs  # the workers did take part
+    assert "restart" in "".join(log.read_text() for log in logs)  # the workers took part
 
 
 @pytest.mark.parametrize("stage", ["after", "before"])
