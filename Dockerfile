@@ -20,7 +20,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     RESPAWN_BIND=0.0.0.0:8000 \
     RESPAWN_POLICY_FILE=/app/policy.yaml \
-    RESPAWN_DATABASE_URL=sqlite:////app/instance/respawn.db
+    RESPAWN_DATABASE_URL=sqlite:////app/instance/respawn.db \
+    RESPAWN_SPOOL_DIR=/app/instance/spool
 RUN groupadd --system --gid 10001 respawn \
  && useradd --system --uid 10001 --gid respawn --home-dir /app --shell /usr/sbin/nologin respawn
 WORKDIR /app
@@ -33,4 +34,4 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"
 ENTRYPOINT ["respawn"]
-CMD ["serve", "--bind", "0.0.0.0:8000"]
+CMD ["serve"]

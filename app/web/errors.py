@@ -14,6 +14,8 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 from marshmallow import Schema, fields
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, SecurityError
 
 from app.core.errors import Conflict, DomainError, Invalid, Malformed, NotFound
@@ -144,6 +146,14 @@ def _answer(status: int, code: str, message: str, fields: Mapping[str, Any]) -> 
     return error_response(status, code, message, fields)
 
 
+DATABASE_AWAY = (OperationalError, InterfaceError, PoolTimeout)
+"""The database did not answer: refused, gone, locked past its timeout, or no pooled
+connection free in time. A retry may succeed; nothing was changed."""
+
+RETRY_AFTER = "5"
+"""Seconds a client is asked to wait before retrying an `unavailable` answer."""
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError) -> Any:
@@ -164,6 +174,24 @@ def register_error_handlers(app: Flask) -> None:
             # would name that host), so a plain answer.
             return error_response(400, "bad_host", "this service does not answer to that host")
         return _answer(status, _HTTP_CODES.get(status, "error"), message, {})
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeout)
+    def _database_away(exc: Exception) -> Any:
+        # The library's text can name the server and the statement: it goes to the log (which
+        # redacts secrets), never to the client; no stack trace, this is not a bug.
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.path,
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        )
+        response = app.make_response(
+            _answer(503, "unavailable", "the database is unavailable; nothing was changed", {})
+        )
+        response.headers["Retry-After"] = RETRY_AFTER
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:

@@ -37,7 +37,8 @@ ERROR_MEANINGS = {
     413: "`too_large`: the body is over the configured limit",
     415: "`unsupported_media_type`: the body is not `application/json`",
     422: "`invalid`: valid JSON or arguments of the wrong shape; `fields` says which and why",
-    503: "`unavailable`: the delivery could not be stored; retry it",
+    503: "`unavailable`: the database did not answer (a callback: nor did the spool); nothing "
+    "was changed; retry after `Retry-After` seconds",
 }
 
 
@@ -167,9 +168,11 @@ def _operation(operation: Operation, path_parameters: list[dict[str, Any]]) -> d
             response["content"] = _content(answer.schema, answer.media_type)
         responses[str(answer.status)] = response
     # A path segment its converter refuses matches no route: a 404 wherever there is one;
-    # a body over RESPAWN_MAX_BODY_BYTES is a 413 wherever one is read.
+    # a body over RESPAWN_MAX_BODY_BYTES is a 413 wherever one is read; the database away is
+    # a 503 anywhere in the API.
     errors = set(operation.errors) | ({404} if path_parameters else set())
     errors |= {413} if operation.body is not None else set()
+    errors |= {503} if operation.secured else set()  # the API reads the database
     for status in sorted(errors):
         responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
     described["responses"] = responses

@@ -51,6 +51,22 @@ def test_serve_refuses_to_start_without_required_settings(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
+def test_serve_says_when_its_metrics_folder_cannot_be_made(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESPAWN_")}
+    (tmp_path / "a-file").write_text("")
+    env.update(
+        RESPAWN_SECRET_KEY="serve-test-secret-key-0123456789abcdef",
+        RESPAWN_CALLBACK_TOKENS=TOKEN,
+        RESPAWN_METRICS_DIR=str(tmp_path / "a-file" / "metrics"),
+    )
+
+    result = run_cli(env, "serve")
+
+    assert result.returncode != 0
+    assert "RESPAWN_METRICS_DIR" in result.stderr and "cannot be made" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_upgrade_then_serve_with_gunicorn(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESPAWN_")}
@@ -78,13 +94,17 @@ def test_upgrade_then_serve_with_gunicorn(tmp_path: Path) -> None:
                 "-m",
                 "app.cli",
                 "serve",
-                "--bind",
-                f"127.0.0.1:{port}",
                 "--workers",
                 "2",
             ],
             cwd=PROJECT,
-            env=env,
+            # The address from the setting (as the container sets it), and a metrics folder
+            # that does not exist yet: serve makes it.
+            env={
+                **env,
+                "RESPAWN_BIND": f"127.0.0.1:{port}",
+                "RESPAWN_METRICS_DIR": str(tmp_path / "metrics" / "web"),
+            },
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -115,6 +135,7 @@ def test_upgrade_then_serve_with_gunicorn(tmp_path: Path) -> None:
         server.wait(30)
 
     assert stored.status_code == 202 and stored.json()["accepted"] == 7
+    assert list((tmp_path / "metrics" / "web").glob("*.db"))  # the workers counted there
     assert ready.status_code == 200 and ready.json()["ready"] is True
     assert listed.json()["items"][0]["status"] == "FAILURE"
     assert unknown.status_code == 404

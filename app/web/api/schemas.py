@@ -84,7 +84,6 @@ class ManualRestartArgs(Schema):
         allow_none=True,
         metadata={"description": "hosts to restart; null or absent: every failed host"},
     )
-    all_failed = fields.Boolean(load_default=True)
     reason = fields.String(validate=validate.Length(max=255), load_default=None)
 
 
