@@ -15,6 +15,7 @@ from app.policy import (
     Budget,
     CircuitBreaker,
     FailedShare,
+    HostFailure,
     HostLimit,
     Limits,
     Policy,
@@ -23,11 +24,12 @@ from app.policy import (
     Schedule,
     Settings,
     SignatureBreaker,
+    decide_restart,
     parse_policy,
     policy_version,
 )
 
-from .helpers import policy
+from .helpers import make_input, policy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -1199,3 +1201,21 @@ def test_every_schedule_problem_is_reported_in_line_order() -> None:
         """
     found = problems_of(text)
     assert [line for line, _ in found] == [5, 6, 8, 9, 11, 12]
+
+
+@pytest.mark.parametrize("path", ["policy.yaml", "app/demo_policy.yaml"])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "async task did not complete within the requested time - 30s",  # Ansible's words
+        "async task did not complete within the requested time",  # the simulator's
+        "Timed out waiting for the lock",
+    ],
+)
+def test_the_shipped_async_timeouts_rule_skips_an_async_timeout(path: str, message: str) -> None:
+    parsed = parse_policy((REPO / path).read_text(encoding="utf-8"), path)
+    failed = (HostFailure("worker2", "async_failed", message, 0),)
+
+    decision = decide_restart(parsed, make_input(hosts=failed, job_description="nightly"))
+
+    assert (decision.rule, decision.action) == ("async-timeouts", "skip")
