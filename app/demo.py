@@ -153,15 +153,16 @@ def run_demo(options: DemoOptions) -> None:
             }
         )
         jobs = [job["id"] for job in fleet["jobs"]]
-        click.echo(_banner(options, admin_password, api_token, seed))
+        click.echo(_banner(options, admin_password, api_token, callback, seed))
         _keep_starting(simulator, jobs, options.every, seed)
     finally:
         click.echo("\nstopping respawn demo ...")
+        # The simulator first: its runs stop posting callbacks to a receiver about to close.
+        simulator.close()
         for server in servers:
             server.close()
         if runtime is not None:
             runtime.close()
-        simulator.close()
 
 
 def _keep_starting(simulator: SimulatorServer, jobs: list[str], every: float, seed: int) -> None:
@@ -178,7 +179,7 @@ def _keep_starting(simulator: SimulatorServer, jobs: list[str], every: float, se
         signal.signal(signal.SIGTERM, previous)
 
 
-def _banner(options: DemoOptions, password: str, api_token: str, seed: int) -> str:
+def _banner(options: DemoOptions, password: str, api_token: str, callback: str, seed: int) -> str:
     return f"""
 respawn demo is running (seed {seed})
 
@@ -187,6 +188,8 @@ respawn demo is running (seed {seed})
                   viewer:   viewer / {password}
   JSON API        http://127.0.0.1:{options.port}/api/v1/executions
                   Authorization: Bearer {api_token}
+  callbacks       {callback}
+                  (the fleet's jobs post their status here; so may you)
   Runner (sim)    http://127.0.0.1:{options.simulator_port}
   policy          {DEMO_POLICY.name} (short backoffs so restarts show within a minute)
 

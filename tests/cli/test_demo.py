@@ -94,6 +94,15 @@ def test_demo_starts_decides_by_its_policy_and_stops_on_ctrl_c(tmp_path: Path) -
         assert decision["policy_version"] == load_policy_file(DEMO_POLICY).version_hash
         rules = {"no-db-migrations", "flaky-network", "init-failures", "async-timeouts", "defaults"}
         assert decision["rule"] in rules
+        # The banner names the callback URL: an operator can post a status event by hand.
+        callback = re.search(r"callbacks +(http://\S+)", log.read_text())
+        assert callback is not None
+        posted = requests.post(
+            callback.group(1),
+            json={"execution_id": "by-hand-1", "status": "RUNNING", "start": 1_700_000_000_000},
+            timeout=10,
+        )
+        assert posted.status_code == 202 and posted.json()["accepted"] == 1
     finally:
         demo.send_signal(signal.SIGINT)
         code = demo.wait(60)
@@ -101,6 +110,7 @@ def test_demo_starts_decides_by_its_policy_and_stops_on_ctrl_c(tmp_path: Path) -
     assert code == 0, output
     assert "stopping respawn demo" in output
     assert "Traceback" not in output
+    assert "ConnectionError" not in output  # no callback was posted to a closed receiver
     assert not listening(port) and not listening(sim_port)
     assert (tmp_path / "instance" / "demo.db").is_file()
 
