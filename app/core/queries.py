@@ -14,6 +14,7 @@ from sqlalchemy import exists, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.core.errors import Malformed, NotFound
+from app.core.left_failed import LeftFailed, left_failed
 from app.db import SelectT, locked
 from app.models import (
     ACTIVE_RESTART_STATES,
@@ -53,6 +54,8 @@ class ExecutionDetail:
     decisions: list[Decision]
     restarts: list[Restart]
     attempts: dict[int, list[RestartAttempt]] = field(default_factory=dict)
+    left_failed: list[LeftFailed] = field(default_factory=list)
+    """Hosts that failed in an earlier run and that no restart since included."""
 
 
 def encode_cursor(*parts: Any) -> str:
@@ -190,7 +193,16 @@ def execution_detail(session: Session, execution_id: str) -> ExecutionDetail:
         ):
             attempts[attempt.restart_id].append(attempt)
     job = session.get(Job, execution.job_id) if execution.job_id else None
-    return ExecutionDetail(execution, job, runs, failures, decisions, restarts, attempts)
+    return ExecutionDetail(
+        execution,
+        job,
+        runs,
+        failures,
+        decisions,
+        restarts,
+        attempts,
+        left_failed(execution, failures, restarts, decisions),
+    )
 
 
 def list_events(

@@ -109,8 +109,8 @@ def _send_restarts(app: Flask, execution_id: str, at: dt.datetime, status: int =
             restart.sent_at = at
             restart.completed_at = at
             restart.attempts = 1
-            restart.outcome = "sent"
-            restart.outcome_detail = f"Runner answered {status}"
+            restart.outcome = "restarted"  # what the dispatcher records (app.core.outbox)
+            restart.outcome_detail = "execution is PENDING"
             session.add(
                 RestartAttempt(
                     restart_id=restart.id,
@@ -118,7 +118,7 @@ def _send_restarts(app: Flask, execution_id: str, at: dt.datetime, status: int =
                     started_at=at,
                     finished_at=at + dt.timedelta(milliseconds=420),
                     status_code=status,
-                    outcome="sent",
+                    outcome="restarted",
                 )
             )
         execution = session.get(Execution, pk)

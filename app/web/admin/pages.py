@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.core.decision_inputs import decision_input
 from app.core.errors import NotFound
+from app.core.left_failed import left_failed_by_execution
 from app.core.notifications import active_mutes, notification_counts, recent_notifications
 from app.core.policy_source import LoadedPolicy, PolicyLoadError
 from app.core.queries import (
@@ -95,6 +96,8 @@ class ExecutionRow:
     job_description: str | None
     active_restart: str | None
     """"pending" or "in_flight" when a restart of this execution is under way."""
+    left_failed: tuple[str, ...] = ()
+    """Hosts a partial restart left failed (`app.core.left_failed`)."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,16 @@ def execution_list(
     executions: list[Execution] = page.items
     descriptions = job_descriptions(session, sorted({e.job_id for e in executions if e.job_id}))
     active = active_restarts(session, [e.id for e in executions])
-    rows = [ExecutionRow(e, descriptions.get(e.job_id), active.get(e.id)) for e in executions]
+    left = left_failed_by_execution(session, executions)
+    rows = [
+        ExecutionRow(
+            e,
+            descriptions.get(e.job_id),
+            active.get(e.id),
+            tuple(x.host for x in left.get(e.id, ())),
+        )
+        for e in executions
+    ]
     return ExecutionList(
         rows=rows,
         next_cursor=page.next_cursor,
@@ -306,6 +318,11 @@ class DetailPage:
     def earlier_failures(self) -> list[HostFailure]:
         run = self.detail.execution.run_index
         return [f for f in self.detail.failures if f.run_index != run]
+
+    @property
+    def left_failed_runs(self) -> set[tuple[str, int]]:
+        """(host, run) of each host's last failure that no restart since included."""
+        return {(x.host, x.run_index) for x in self.detail.left_failed}
 
     @property
     def pending_restarts(self) -> list[Restart]:

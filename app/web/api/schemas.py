@@ -234,11 +234,26 @@ class RestartDetailSchema(RestartSchema):
     attempt_log = fields.List(fields.Nested(AttemptSchema))
 
 
+class LeftFailedSchema(Schema):
+    host = fields.String()
+    run = fields.Integer(attribute="run_index", metadata={"description": "its last failed run"})
+    failure_class = fields.String()
+    message = fields.String(allow_none=True)
+    reason = fields.String(metadata={"description": "why the restart after it left it out"})
+
+
 class ExecutionDetailSchema(ExecutionSummarySchema):
     job_description = fields.String(allow_none=True)
     repository_log = fields.Raw(allow_none=True, metadata={"description": "as the Runner sent it"})
     timers = fields.List(fields.Nested(RunSchema), metadata={"description": "one per run"})
     host_failures = fields.List(fields.Nested(HostFailureSchema))
+    left_failed_hosts = fields.List(
+        fields.Nested(LeftFailedSchema),
+        metadata={
+            "description": "hosts that failed in an earlier run and that no restart since "
+            "included: still failed, even when the newest run succeeded"
+        },
+    )
     decisions = fields.List(fields.Nested(DecisionSchema))
     restarts = fields.List(fields.Nested(RestartDetailSchema))
 

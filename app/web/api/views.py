@@ -104,6 +104,7 @@ def serialize_detail(detail: ExecutionDetail) -> dict[str, Any]:
         job_description=detail.job.description if detail.job else None,
         timers=detail.runs,
         host_failures=detail.failures,
+        left_failed_hosts=detail.left_failed,
         decisions=detail.decisions,
         restarts=restarts,
     )
