@@ -9,6 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+QUOTED_LIMIT = 80
+"""Characters of a caller's value an error message repeats; the rest is cut."""
+
+
+def quoted(value: object) -> str:
+    """`value` quoted for an error message, cut to `QUOTED_LIMIT` characters: an id of any
+    length may be asked for, and the answer need not carry it back whole."""
+    text = repr(str(value))
+    return text if len(text) <= QUOTED_LIMIT else text[: QUOTED_LIMIT - 2] + "…'"
+
 
 class DomainError(Exception):
     """A request the domain refuses; `fields` maps input names to what is wrong with them."""

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import exists, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from app.core.errors import Malformed, NotFound
+from app.core.errors import Malformed, NotFound, quoted
 from app.core.left_failed import LeftFailed, left_failed
 from app.db import SelectT, locked
 from app.models import (
@@ -157,7 +157,7 @@ def get_execution(session: Session, execution_id: str, lock: bool = False) -> Ex
         query = locked(session, query.execution_options(populate_existing=True))
     execution = session.scalars(query).one_or_none()
     if execution is None:
-        raise NotFound(f"no execution {execution_id!r}")
+        raise NotFound(f"no execution {quoted(execution_id)}")
     return execution
 
 

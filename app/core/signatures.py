@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from app import metrics
 from app.core.decision_inputs import decision_input
 from app.core.decisions import store_decision, tell_gave_up
-from app.core.errors import NotFound
+from app.core.errors import NotFound, quoted
 from app.core.history import sightings_for
 from app.core.lifecycle import transition
 from app.core.operator import record_audit
@@ -139,7 +139,7 @@ def close_signature(
     restarts it held are released (or dropped) now."""
     row = session.get(FailureSignature, key)
     if row is None:
-        raise NotFound(f"no error signature {key!r}")
+        raise NotFound(f"no error signature {quoted(key)}")
     row.closed_at = now
     row.closed_by = actor
     record_audit(session, actor, "close_signature", key, now, {"text": row.text[:200]})

@@ -24,7 +24,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.core.errors import NotFound
+from app.core.errors import NotFound, quoted
 from app.core.operator import record_audit
 from app.models import LoginFailure, User
 
@@ -63,7 +63,7 @@ def set_disabled(session: Session, name: str, disabled: bool, actor: str, now: d
     """Disable a user (its sessions end at once; it cannot sign in) or enable it again."""
     user = session.scalars(select(User).where(User.name == name)).one_or_none()
     if user is None:
-        raise NotFound(f"no user {name!r}")
+        raise NotFound(f"no user {quoted(name)}")
     user.disabled = disabled
     user.session_generation += 1
     record_audit(session, actor, "disable_user" if disabled else "enable_user", name, now)

@@ -329,7 +329,8 @@ def signed_in(browser: Any, live_server: LiveServer) -> Callable[[str], Any]:
 def new_page(browser: Any, signed_in: Callable[[str], Any]) -> Iterator[Callable[..., Any]]:
     """`new_page()` opens a page in a fresh browser; `new_page(as_user="olivia")` signed in.
 
-    Script errors and Content-Security-Policy violations fail the test.
+    Script errors, Content-Security-Policy violations and a resource the page asked for that
+    is not there (a 404 other than the page itself: an icon, a script) fail the test.
     """
     contexts: list[Any] = []
     problems: list[str] = []
@@ -337,6 +338,10 @@ def new_page(browser: Any, signed_in: Callable[[str], Any]) -> Iterator[Callable
     def on_console(message: Any) -> None:
         if message.type == "error" and "Content Security Policy" in message.text:
             problems.append(message.text)
+
+    def on_response(response: Any) -> None:
+        if response.status == 404 and response.request.resource_type != "document":
+            problems.append(f"404: {response.url}")
 
     def open_page(as_user: str | None = None, **options: Any) -> Any:
         options.setdefault("viewport", {"width": 1366, "height": 900})
@@ -349,6 +354,7 @@ def new_page(browser: Any, signed_in: Callable[[str], Any]) -> Iterator[Callable
         contexts.append(context)
         page = context.new_page()
         page.on("console", on_console)
+        page.on("response", on_response)
         page.on("pageerror", lambda error: problems.append(str(error)))
         return page
 

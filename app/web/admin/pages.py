@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.core.decision_inputs import decision_input
-from app.core.errors import NotFound
+from app.core.errors import NotFound, quoted
 from app.core.left_failed import left_failed_by_execution
 from app.core.notifications import active_mutes, notification_counts, recent_notifications
 from app.core.policy_source import LoadedPolicy, PolicyLoadError
@@ -209,7 +209,7 @@ def overview(session: Session, policy: Policy, now: dt.datetime) -> Overview:
 def signature(session: Session, policy: Policy, key: str, now: dt.datetime) -> SignatureView:
     view = signature_view(session, policy, key, now)
     if view is None:
-        raise NotFound(f"no error signature {key!r}")
+        raise NotFound(f"no error signature {quoted(key)}")
     return view
 
 

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
 from sqlalchemy.orm import Session
 
-from app.core.errors import Invalid, Malformed, NotFound
+from app.core.errors import Invalid, Malformed, NotFound, quoted
 from app.core.operator import cancel_restart, manual_restart, pause_automatic, resume_automatic
 from app.core.queries import (
     ExecutionDetail,
@@ -307,7 +307,7 @@ def signatures_index() -> Response:
 def signatures_show(key: str) -> Response:
     view = signature_view(get_session(), current_policy().policy, key, utcnow())
     if view is None:
-        raise NotFound(f"no error signature {key!r}")
+        raise NotFound(f"no error signature {quoted(key)}")
     return jsonify(_signature.dump(view))
 
 

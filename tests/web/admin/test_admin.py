@@ -652,3 +652,13 @@ def test_quarantined_hosts_agree_with_the_policy_engine(app: Flask) -> None:
     assert found == expected
     assert {"burst-now", "many", "edge"} <= set(found)
     assert not {"burst-old", "spread", "two"} & set(found)
+
+
+def test_every_page_names_an_icon_that_is_served(client: FlaskClient) -> None:
+    # Without one, browsers ask for /favicon.ico on every page and log the 404.
+    page = client.get("/admin/login").get_data(as_text=True)
+    href = page.split('<link rel="icon" type="image/svg+xml" href="')[1].split('"')[0]
+
+    with client.get(href) as icon:
+        assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+        assert icon.get_data(as_text=True).startswith("<svg")

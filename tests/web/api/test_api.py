@@ -157,3 +157,16 @@ def test_cursor_with_an_out_of_range_id_is_400(
         response = client.get(f"{path}?cursor={cursor}", headers=api_headers)
         assert response.status_code == 400, path
         assert "cursor" in response.get_json()["fields"]
+
+
+def test_a_long_unknown_id_is_not_echoed_back_whole(
+    client: FlaskClient, api_headers: dict[str, str]
+) -> None:
+    wanted = "e" * 5000
+
+    answer = client.get(f"/api/v1/executions/{wanted}", headers=api_headers)
+
+    body = answer.get_json()
+    assert answer.status_code == 404 and body["error"] == "not_found"
+    assert body["message"].startswith("no execution 'eeee") and body["message"].endswith("…'")
+    assert len(body["message"]) < 100
