@@ -161,7 +161,7 @@ def explain_command(execution_id: str, policy_file: Path | None, as_json: bool) 
         f"account {execution.account_alias or '-'}"
     )
     click.echo(
-        f"status {execution.status} in run {execution.run_index} ({runs} run{_s(runs)}), "
+        f"status {execution.status} in run {execution.run_index + 1} of {runs}, "
         f"first failure {_when(execution.first_failure_at)}"
     )
     if not failed:
@@ -180,7 +180,7 @@ def explain_command(execution_id: str, policy_file: Path | None, as_json: bool) 
     click.echo("stored decisions (to compare):")
     for row in stored:
         click.echo(
-            f"  run {row['run']}  {_when(row['at'])}  {row['origin']}  {row['action']}  "
+            f"  run {row['run'] + 1}  {_when(row['at'])}  {row['origin']}  {row['action']}  "
             f"rule {row['rule']}  {row['reason_code']}  policy {row['policy_version']}"
         )
         click.echo(f"      {row['reason']}")
@@ -321,9 +321,8 @@ def _report_lines(report: BacktestReport, source: str, since: dt.timedelta) -> l
         return f"    {label} {v.action}{hosts} by {v.rule} ({v.reason_code}): {v.reason}"
 
     for found in report.samples:
-        lines.append(
-            f"  {_when(found.at)}  {found.execution_id} run {found.run_index}  job {found.job_id}"
-        )
+        run = found.run_index + 1  # counted from 1, as the admin UI does
+        lines.append(f"  {_when(found.at)}  {found.execution_id} run {run}  job {found.job_id}")
         lines.append(verdict("current:  ", found.current))
         lines.append(verdict("candidate:", found.candidate))
     return lines

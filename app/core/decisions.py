@@ -152,7 +152,7 @@ def store_decision(
     log.info(
         "execution %s run %s: %s",
         execution.execution_id,
-        execution.run_index,
+        execution.run_index + 1,  # counted from 1, as the admin UI does
         decision.reason,
         extra=log_context(execution),
     )

@@ -339,7 +339,7 @@ def record_result(
     metrics.RESTART_CALLS.labels(outcome=result.outcome).inc()
     if restart.state != RestartState.IN_FLIGHT or restart.lease_owner != worker:
         # The lease expired and another worker took over; it verifies before it sends.
-        log.warning("restart %s: lease lost before the answer was recorded", restart.id)
+        log.warning("restart id %s: lease lost before the answer was recorded", restart.id)
         return RestartState(restart.state)
     restart.outcome = result.outcome
     restart.outcome_detail = result.detail
@@ -352,7 +352,7 @@ def record_result(
             )
             metrics.RESTARTS_GIVEN_UP.inc()
             log.error(
-                "restart %s of %s: gave up after %s attempts (%s)",
+                "restart id %s of %s: gave up after %s attempts (%s)",
                 restart.id,
                 claim.execution_id,
                 claim.attempt,

@@ -119,7 +119,7 @@ class Dispatcher:
                 self.runtime.current_policy().policy,
             )
         log.info(
-            "restart %s of %s: %s (%s)",
+            "restart id %s of %s: %s (%s)",
             claim.restart_id,
             claim.execution_id,
             result.outcome,

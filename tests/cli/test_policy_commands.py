@@ -118,7 +118,8 @@ def test_explain_a_restarted_failure(seeded: Flask, env: dict[str, str]) -> None
     assert f"{env['RESPAWN_POLICY_FILE']} (in force)" in out
     stored = out.split("stored decisions (to compare):\n", 1)[1]
     version = parse_policy(POLICY).version_hash
-    assert "run 0" in stored and "policy  restart  rule flaky-network  restart" in stored
+    assert "status FAILURE in run 1 of 1," in out  # runs counted from 1, as in the admin UI
+    assert "  run 1  " in stored and "policy  restart  rule flaky-network  restart" in stored
     assert f"policy {version}" in stored
 
 
@@ -230,7 +231,7 @@ def test_backtest_candidate_skips_a_job_the_current_policy_restarted(
     assert f"  {'job-1':30}{3:>10}{0:>11}" in out
     assert f"  {'web3':30}{4:>10}{1:>11}" in out
     assert "sample differences (first 4 of 4):" in out
-    assert "exec-0 run 0  job job-1" in out
+    assert "exec-0 run 1  job job-1" in out
     assert "current:   restart [web3] by flaky-network (restart)" in out
     assert "candidate: skip by leave-job-1 (rule_skip): skip by rule leave-job-1" in out
 
