@@ -81,7 +81,8 @@ from app.policy import (
 )
 from app.policy.notify_model import NotifyConfig, Route
 from app.redact import redact
-from app.runner.documents import FAILED_STATUSES, FINAL_STATUSES
+from app.runner.documents import FINAL_STATUSES
+from app.web.admin.restart_choice import RestartOption, quarantine_of, restart_option
 from app.web.admin.timeline import Timeline, build_timeline
 
 EVENTS_PER_PAGE = 50
@@ -269,22 +270,6 @@ def notifications_page(session: Session, policy: Policy, now: dt.datetime) -> No
 
 
 @dataclass(frozen=True)
-class HostChoice:
-    host: str
-    failure_class: str | None
-    message: str | None
-
-
-@dataclass(frozen=True)
-class RestartOption:
-    """Whether the restart action applies, what it offers, or why not."""
-
-    allowed: bool
-    blocker: str | None
-    hosts: list[HostChoice]
-
-
-@dataclass(frozen=True)
 class EventView:
     event: Event
     payload: Any
@@ -337,26 +322,6 @@ class DetailPage:
 EVENTS_PER_PAGE = 50
 
 
-def restart_option(detail: ExecutionDetail) -> RestartOption:
-    execution = detail.execution
-    current = {f.host: f for f in detail.failures if f.run_index == execution.run_index}
-    hosts = [
-        HostChoice(
-            h,
-            current[h].failure_class if h in current else None,
-            current[h].message if h in current else None,
-        )
-        for h in execution.failed_hosts
-    ]
-    if execution.status not in FAILED_STATUSES:
-        why = f"The execution is {execution.status}; only a failed execution can be restarted."
-        return RestartOption(False, why, hosts)
-    if any(r.state in ACTIVE_RESTART_STATES for r in detail.restarts):
-        why = "A restart of this execution is already pending; cancel it to restart differently."
-        return RestartOption(False, why, hosts)
-    return RestartOption(True, None, hosts)
-
-
 def detail_page(
     session: Session,
     execution_id: str,
@@ -373,7 +338,7 @@ def detail_page(
         events=[EventView(e, redact(e.payload)) for e in events.items],
         events_next=events.next_cursor,
         events_cursor=events_cursor,
-        restart=restart_option(detail),
+        restart=restart_option(detail, quarantine_of(session, policy, detail.execution, now)),
         job_pause=pause_rows.get(detail.execution.job_id) if detail.execution.job_id else None,
         global_pause=pause_rows.get(""),
         decisions_by_id={d.id: d for d in detail.decisions},
@@ -389,12 +354,6 @@ def _latest_signature(
     if not keys or policy is None:
         return None
     return signature_view(session, policy, keys[-1], now)
-
-
-def restart_target(session: Session, execution_id: str) -> tuple[Execution, RestartOption]:
-    """What the restart confirmation page needs."""
-    detail = execution_detail(session, execution_id)
-    return detail.execution, restart_option(detail)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ from app.web.admin.forms import (
     errors_text,
 )
 from app.web.admin.insights import insights_page
+from app.web.admin.restart_choice import restart_target
 from app.web.errors import Forbidden, Unauthorized
 from app.web.proxy import client_address
 
@@ -384,7 +385,7 @@ def _detail_url(execution_id: str, anchor: str = "") -> str:
 def restart(execution_id: str) -> BaseResponse | str | tuple[str, int]:
     user = _require_operator("restart executions")
     session = get_session()
-    execution, option = pages.restart_target(session, execution_id)
+    execution, option = restart_target(session, execution_id, _loaded_policy().policy, utcnow())
     hosts = [h.host for h in option.hosts]
     if request.method == "GET":
         form = RestartChoiceForm(request.args)
