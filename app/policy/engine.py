@@ -102,11 +102,17 @@ def format_explanation(explanation: Explanation) -> str:
         lines.append(f"  {mark} {trace.rule}")
         lines.extend(f"           - {reason}" for reason in trace.reasons)
     lines.append("checks:")
+    decided = False
     for check in explanation.checks:
         mark = "ok  " if check.passed else "FAIL"
         if not check.passed and check.code == ReasonCode.SIGNATURE_OPEN:
             mark = "HOLD"
         lines.append(f"  {mark} {check.code}: {check.detail}")
+        if not check.passed and not decided and check is not explanation.checks[-1]:
+            # The engine stops at the first check that fails; the rest are what would also
+            # stand in the way (or not), not part of this decision.
+            decided = True
+            lines.append(f"  ---- {check.code} decides; the checks below are for information")
     return "\n".join(lines)
 
 

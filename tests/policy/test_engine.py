@@ -1255,3 +1255,25 @@ def test_every_decision_carries_the_signature() -> None:
     for fields in ({"status": "SUCCESS"}, {"prior_restarts": 9}, {}):
         decision = decide_restart(policy(PER_SIGNATURE), make_input(signature=GIT_DOWN, **fields))
         assert decision.signature == GIT_DOWN
+
+
+def test_format_explanation_says_where_the_decision_was_made() -> None:
+    # A skip rule decides at rule_skip: max_restarts, the deadline and the rest are shown
+    # below a line that says they did not decide.
+    body = "rules:\n  - name: no-db\n    when: {job: 'job-*'}\n    action: skip\n"
+    inp = make_input(job_id="job-1")
+
+    lines = format_explanation(explain_decision(policy(body), inp)).splitlines()
+
+    start = lines.index("checks:")
+    deciding = lines.index("  FAIL rule_skip: rule no-db says skip")
+    assert deciding > start
+    assert lines[deciding + 1] == "  ---- rule_skip decides; the checks below are for information"
+    assert lines[deciding + 2].startswith("  ok   max_restarts: ")
+    assert sum(line.startswith("  ----") for line in lines) == 1
+
+
+def test_format_explanation_of_a_restart_has_no_deciding_line() -> None:
+    text = format_explanation(explain_decision(policy(EXPLAINED), make_input()))
+
+    assert "  ----" not in text

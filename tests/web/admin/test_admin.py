@@ -684,3 +684,19 @@ def test_the_restart_choice_says_which_hosts_are_quarantined(
         assert page.count('data-test="quarantined"') == 2
         assert "quarantined until" in page
     assert re.search(r'value="web2" checked', confirm)  # still offered: the operator decides
+
+
+def test_the_explanation_marks_the_check_that_decides(
+    operator: FlaskClient, policy_file: Path
+) -> None:
+    policy_file.write_text(
+        "version: 1\nrules:\n  - name: hands-off\n    when: {job: '*'}\n    action: skip\n"
+    )
+    feed(operator, failing_run_events(recent_ms()))
+
+    page = operator.get(f"/admin/policy?execution_id={EXECUTION_ID}").get_data(as_text=True)
+
+    assert page.count('data-test="decided-here"') == 1
+    marker = page.split('data-test="decided-here"')[1]
+    assert "<code>rule_skip</code> decides" in marker.split("</li>")[0]
+    assert "max_restarts" in marker  # the later checks are still listed
