@@ -53,6 +53,7 @@ def test_signatures_come_a_page_at_a_time(
     garbled = viewer.get("/admin/insights?page=abc")
 
     assert len(CARD.findall(first)) == 3
+    assert re.search(r"\d+ host restarts?: ", first)  # each host each time, not distinct hosts
     assert "Page 1 of 3" in first and "page=2" in first
     assert len(CARD.findall(last)) == 2
     assert "Page 3 of 3" in last and "page=2" in last
